@@ -1,0 +1,25 @@
+"""Stage 6: SentencePiece BPE tokenizer with byte fallback and reserved chat tokens."""
+
+from plasma_pipeline.tokenizer.train import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    UNK_ID,
+    TokenizerConfig,
+    doc_hash,
+    load_tokenizer,
+    train_tokenizer,
+    verify_special_tokens,
+)
+
+__all__ = [
+    "BOS_ID",
+    "EOS_ID",
+    "PAD_ID",
+    "UNK_ID",
+    "TokenizerConfig",
+    "doc_hash",
+    "load_tokenizer",
+    "train_tokenizer",
+    "verify_special_tokens",
+]
