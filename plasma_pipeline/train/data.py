@@ -1,0 +1,155 @@
+"""Deterministic, resumable loader over packed token shards (train/*.parquet, val/*.parquet).
+
+Each row holds exactly seq_len + 1 tokens (`input_ids`); inputs are row[:-1], targets row[1:].
+SFT shards add `loss_mask` (uint8, same length); target i is trained iff loss_mask[i + 1] == 1.
+
+Order: every epoch visits the files in a seeded permutation and the rows of each file in a seeded
+permutation. The position (epoch, file cursor, row cursor) is all the state; it goes into checkpoints.
+Only one file is held in memory at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+
+@dataclass
+class Batch:
+    """One optimizer step's sequences, on the host."""
+
+    inputs: torch.Tensor  # (b, s) int64
+    targets: torch.Tensor  # (b, s) int64
+    mask: torch.Tensor | None  # (b, s) float32 target mask (SFT), None = all targets count
+
+    @property
+    def n_targets(self) -> int:
+        return int(self.targets.numel() if self.mask is None else self.mask.sum().item())
+
+
+@dataclass
+class LoaderPosition:
+    epoch: int = 0
+    file_cursor: int = 0
+    row_cursor: int = 0
+    sequences_seen: int = 0
+
+
+def shard_files(data_dir: str | Path, split: str) -> list[Path]:
+    files = sorted((Path(data_dir) / split).glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no {split}/*.parquet under {data_dir}")
+    return files
+
+
+def read_shard(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(rows, seq_len+1) int64 tokens and the uint8 loss mask if the shard has one."""
+    schema = pq.read_schema(path)
+    cols = ["input_ids"] + (["loss_mask"] if "loss_mask" in schema.names else [])
+    table = pq.read_table(path, columns=cols)
+
+    def dense(name: str, dtype) -> np.ndarray:
+        col = table.column(name).combine_chunks()
+        n = len(col)
+        if n == 0:
+            return np.zeros((0, 0), dtype=dtype)
+        offsets = col.offsets.to_numpy()
+        width = int(offsets[1] - offsets[0])
+        if not np.all(np.diff(offsets) == width):
+            raise ValueError(f"{path}: rows of {name} differ in length; shards must be packed to seq_len+1")
+        values = col.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+        return values.reshape(n, width).astype(dtype)
+
+    ids = dense("input_ids", np.int64)
+    mask = dense("loss_mask", np.uint8) if "loss_mask" in cols else None
+    if mask is not None and mask.shape != ids.shape:
+        raise ValueError(f"{path}: loss_mask and input_ids differ in shape")
+    return ids, mask
+
+
+def to_batch(ids: np.ndarray, mask: np.ndarray | None) -> Batch:
+    t = torch.from_numpy(np.ascontiguousarray(ids))
+    m = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask[:, 1:])).float()
+    return Batch(inputs=t[:, :-1].contiguous(), targets=t[:, 1:].contiguous(), mask=m)
+
+
+class TokenLoader:
+    """Endless, seeded, resumable stream of batches over the train split."""
+
+    def __init__(self, data_dir: str | Path, batch_size: int, seed: int, split: str = "train"):
+        self.files = shard_files(data_dir, split)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pos = LoaderPosition()
+        self._loaded: tuple[int, int] | None = None  # (epoch, file index) of the cached file
+        self._ids: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
+        self._rows: np.ndarray | None = None
+
+    def _file_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.files))
+
+    def _load(self) -> None:
+        fi = int(self._file_order(self.pos.epoch)[self.pos.file_cursor])
+        if self._loaded == (self.pos.epoch, fi):
+            return
+        self._ids, self._mask = read_shard(self.files[fi])
+        self._rows = np.random.default_rng([self.seed, self.pos.epoch, fi]).permutation(len(self._ids))
+        self._loaded = (self.pos.epoch, fi)
+
+    def next_batch(self) -> Batch:
+        ids, masks, empty_files = [], [], 0
+        while len(ids) < self.batch_size:
+            self._load()
+            if self.pos.row_cursor >= len(self._rows):
+                empty_files = empty_files + 1 if self.pos.row_cursor == 0 else 0
+                if empty_files > len(self.files):
+                    raise ValueError("all train shards are empty")
+                self.pos.file_cursor += 1
+                self.pos.row_cursor = 0
+                if self.pos.file_cursor >= len(self.files):
+                    self.pos.epoch += 1
+                    self.pos.file_cursor = 0
+                continue
+            r = int(self._rows[self.pos.row_cursor])
+            ids.append(self._ids[r])
+            if self._mask is not None:
+                masks.append(self._mask[r])
+            self.pos.row_cursor += 1
+        self.pos.sequences_seen += self.batch_size
+        return to_batch(np.stack(ids), np.stack(masks) if masks else None)
+
+    def state_dict(self) -> dict:
+        return asdict(self.pos)
+
+    def load_state_dict(self, d: dict) -> None:
+        self.pos = LoaderPosition(**d)
+
+
+def val_batches(data_dir: str | Path, batch_size: int, n_batches: int) -> list[Batch]:
+    """The first n_batches * batch_size rows of the val split, in file order: the same every time."""
+    out, ids, masks = [], [], []
+    if n_batches <= 0:
+        return out
+    for f in shard_files(data_dir, "val"):
+        fi, fm = read_shard(f)
+        for r in range(len(fi)):
+            ids.append(fi[r])
+            if fm is not None:
+                masks.append(fm[r])
+            if len(ids) == batch_size:
+                out.append(to_batch(np.stack(ids), np.stack(masks) if masks else None))
+                ids, masks = [], []
+                if len(out) == n_batches:
+                    return out
+    return out
+
+
+def row_length(data_dir: str | Path) -> int:
+    """Tokens per row (seq_len + 1) of the first train shard."""
+    ids, _ = read_shard(shard_files(data_dir, "train")[0])
+    return ids.shape[1]

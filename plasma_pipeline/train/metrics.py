@@ -1,0 +1,114 @@
+"""Metrics: throughput, MFU, memory; written to metrics.jsonl and stdout, or to Dagster Pipes when launched by it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+# Dense bf16 peak FLOP/s by device-name substring (datasheet, no sparsity). CPU: no entry, MFU null.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12,
+                   "L40S": 362e12, "L4": 121e12, "A10G": 70e12, "4090": 165e12}
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
+    if device.type != "cuda" or dtype != torch.bfloat16:
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, val in PEAK_BF16_FLOPS.items():
+        if key in name:
+            return val
+    return None
+
+
+def host_memory_bytes() -> tuple[int, int]:
+    """(current RSS, peak RSS) of this process from /proc; (0, 0) where /proc is absent."""
+    cur = peak = 0
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                cur = int(line.split()[1]) * 1024
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return cur, peak
+
+
+def gpu_peak_bytes(device: torch.device) -> int | None:
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+
+class Reporter:
+    """JSON lines to out_dir/metrics.jsonl; to stdout, or to Dagster Pipes if this process runs under it."""
+
+    def __init__(self, out_dir: str | Path, echo: bool = True):
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a")
+        self.echo = echo
+        self.pipes = None
+        self._pipes_cm = None
+        try:
+            from dagster_pipes import is_dagster_pipes_process, open_dagster_pipes
+
+            if is_dagster_pipes_process():
+                self._pipes_cm = open_dagster_pipes()
+                self.pipes = self._pipes_cm.__enter__()
+        except ImportError:
+            pass
+
+    def log(self, record: dict) -> None:
+        line = json.dumps(record)
+        self.file.write(line + "\n")
+        self.file.flush()
+        if self.pipes is not None:
+            self.pipes.log.info(line)
+            self.pipes.report_custom_message(record)
+        elif self.echo:
+            print(line, flush=True)
+
+    def info(self, msg: str) -> None:
+        if self.pipes is not None:
+            self.pipes.log.info(msg)
+        elif self.echo:
+            print(msg, file=sys.stderr, flush=True)
+
+    def final(self, summary: dict) -> None:
+        """The run's summary: a last stdout line (TRAIN_SUMMARY {...}) and, under Pipes, a materialization."""
+        print("TRAIN_SUMMARY " + json.dumps(summary), flush=True)
+        if self.pipes is not None:
+            meta = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) and v is not None}
+            try:
+                self.pipes.report_asset_materialization(metadata=meta, data_version=summary.get("weights_sha256"))
+            except Exception as e:  # a materialization the orchestrator did not expect must not lose the run
+                self.pipes.log.warning(f"could not report materialization: {e}")
+
+    def close(self) -> None:
+        self.file.close()
+        if self._pipes_cm is not None:
+            self._pipes_cm.__exit__(None, None, None)
+            self._pipes_cm = None
+
+
+def step_record(step: int, stats, lr: float, tokens: int, n_params: int, device, dtype) -> dict:
+    tps = tokens / stats.wall_s if stats.wall_s > 0 else 0.0
+    tflops = 6 * n_params * tps / 1e12
+    peak = peak_flops(device, dtype)
+    rss, _ = host_memory_bytes()
+    gpu = gpu_peak_bytes(device)
+    rec = {
+        "step": step, "loss": stats.loss, "lr": lr, "grad_norm": stats.grad_norm,
+        "tokens_per_s": round(tps, 1), "model_tflops": round(tflops, 3),
+        "mfu": None if peak is None else round(tflops * 1e12 / peak, 4),
+        "step_s": round(stats.wall_s, 4), "compute_s": round(stats.compute_s, 4),
+        "h2d_s": round(stats.h2d_s, 4), "d2h_s": round(stats.d2h_s, 4),
+        "cpu_adam_s": round(stats.cpu_adam_s, 4), "adam_wait_s": round(stats.adam_wait_s, 4),
+        "idle_s": round(stats.idle_s, 4), "overlap": None if stats.overlap is None else round(stats.overlap, 4),
+        "streamed_gb": round(stats.streamed_bytes / 1e9, 3),
+        "gpu_peak_gb": None if gpu is None else round(gpu / 2**30, 3), "host_rss_gb": round(rss / 2**30, 3),
+    }
+    return rec

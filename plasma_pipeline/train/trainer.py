@@ -1,0 +1,161 @@
+"""The training loop: build an engine, resume if out_dir has checkpoints, train, checkpoint, finalise."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import torch
+
+from plasma_pipeline.train import checkpoint as ckpt
+from plasma_pipeline.train.config import ModelConfig, TrainConfig
+from plasma_pipeline.train.data import TokenLoader, row_length, val_batches
+from plasma_pipeline.train.metrics import Reporter, gpu_peak_bytes, host_memory_bytes, peak_flops, step_record
+from plasma_pipeline.train.optim import lr_at
+
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(SystemExit):
+    """Raised after SIGTERM once the checkpoint at the current step boundary is on disk."""
+
+    def __init__(self):
+        super().__init__(EXIT_TERMINATED)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}[name]
+
+
+def build_engine(cfg: TrainConfig, mcfg: ModelConfig, device, dtype, weights=None):
+    if cfg.engine == "resident":
+        from plasma_pipeline.train.resident import ResidentEngine
+
+        return ResidentEngine(mcfg, cfg, device, dtype, weights)
+    from plasma_pipeline.train.streaming import StreamingEngine
+
+    return StreamingEngine(mcfg, cfg, device, dtype, weights)
+
+
+class _SigtermFlag:
+    """Turns SIGTERM into a flag the loop checks at step boundaries (main thread only)."""
+
+    def __init__(self):
+        self.set = False
+        self.prev = None
+
+    def __enter__(self):
+        try:
+            self.prev = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self.prev = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self.prev is not None:
+            signal.signal(signal.SIGTERM, self.prev)
+
+
+def evaluate(engine, batches) -> float | None:
+    if not batches:
+        return None
+    return sum(engine.eval_loss(b) for b in batches) / len(batches)
+
+
+def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
+    """Run (or resume) cfg; returns the summary dict. Raises Terminated after a SIGTERM checkpoint."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mcfg = cfg.model_config()
+    seq_len = row_length(cfg.data_dir) - 1
+    if seq_len > mcfg.max_seq_len:
+        raise ValueError(f"shards hold {seq_len}-token sequences; model max_seq_len is {mcfg.max_seq_len}")
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    torch.manual_seed(cfg.seed)
+    own_reporter = reporter is None
+    reporter = reporter or Reporter(out)
+
+    weights = optim = state = None
+    latest = ckpt.latest_checkpoint(out)
+    if latest is not None:  # resume: weights, optimizer, data position and RNG from the newest checkpoint
+        weights, optim, state = ckpt.load_checkpoint(latest)
+        reporter.info(f"resuming from {latest}")
+    elif cfg.init_from:  # fresh run from given weights (SFT): new optimizer, step 0
+        weights = ckpt.load_weights(cfg.init_from)
+        reporter.info(f"initialising from {cfg.init_from}")
+    engine = build_engine(cfg, mcfg, device, dtype, weights)
+    if optim is not None:
+        engine.load(weights, optim)
+    del weights, optim
+    loader = TokenLoader(cfg.data_dir, cfg.batch_size, cfg.seed)
+    if state is not None:
+        loader.load_state_dict(state["data"])
+        ckpt.set_rng_state(state["rng"])
+    vals = val_batches(cfg.data_dir, cfg.batch_size, cfg.val_batches)
+    n_params = mcfg.num_params()
+    tokens_per_step = cfg.batch_size * seq_len
+
+    def save(step: int) -> Path:
+        st = {"step": step, "data": loader.state_dict(), "rng": ckpt.rng_state(), "config": cfg.to_dict()}
+        return ckpt.save_checkpoint(out, step, engine.state_dict(), engine.optimizer_state_dict(), st,
+                                    mcfg.to_dict(), cfg.keep_last)
+
+    t_run = time.perf_counter()
+    steps_this_run, last = 0, None
+    try:
+        with _SigtermFlag() as term:
+            while engine.step < cfg.steps:
+                if term.set:
+                    path = save(engine.step)
+                    reporter.log({"event": "terminated", "step": engine.step, "checkpoint": str(path)})
+                    raise Terminated()
+                batch = loader.next_batch()
+                lr = lr_at(engine.step + 1, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+                stats = engine.train_step(batch, lr)
+                step, steps_this_run, last = engine.step, steps_this_run + 1, stats
+                if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.steps):
+                    reporter.log(step_record(step, stats, lr, tokens_per_step, n_params, device, dtype))
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+                    reporter.log({"step": step, "val_loss": evaluate(engine, vals)})
+                if cfg.halt_at_step and step == cfg.halt_at_step and step < cfg.steps:
+                    path = save(step)
+                    reporter.log({"event": "halted", "step": step, "checkpoint": str(path)})
+                    return {"halted": True, "step": step, "checkpoint": str(path)}
+                if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+                    save(step)
+            val = evaluate(engine, vals)
+            save(engine.step)
+            weights = engine.state_dict()
+            final_dir, sha = ckpt.save_final(out, weights, mcfg.to_dict())
+            _, rss_peak = host_memory_bytes()
+            gpu = gpu_peak_bytes(device)
+            summary = {
+                "event": "final", "step": engine.step, "engine": cfg.engine, "model": mcfg.name,
+                "n_params": n_params, "final_loss": None if last is None else last.loss, "val_loss": val,
+                "weights_sha256": sha, "final_dir": str(final_dir), "device": str(device),
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "dtype": str(dtype).replace("torch.", ""), "steps_this_run": steps_this_run,
+                "run_seconds": round(time.perf_counter() - t_run, 2), "tokens_per_step": tokens_per_step,
+                "peak_flops": peak_flops(device, dtype), "host_peak_rss_gb": round(rss_peak / 2**30, 3),
+                "gpu_peak_gb": None if gpu is None else round(gpu / 2**30, 3),
+            }
+            reporter.log(summary)
+            reporter.final(summary)
+            return summary
+    finally:
+        engine.close()
+        if own_reporter:
+            reporter.close()
