@@ -117,14 +117,17 @@ def _jsonl(path: Path, cfg: LocalSourceConfig, stats: Counter) -> Iterator[RawDo
         raise ValueError(f"{disp}: cannot read after line {lineno}: {e}") from e
 
 
-def _parquet_batches(path: Path, columns: list[str], disp: str) -> Iterator[list[dict[str, Any]]]:
+def _parquet_batches(path: Path, required: list[str], optional: list[str], disp: str) -> Iterator[list[dict[str, Any]]]:
+    """Row dicts of the required columns (ValueError if one is absent) and of the optional ones present."""
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
         raise ValueError(f"{disp}: not a readable Parquet file: {e}") from e
-    missing = [c for c in columns if c not in pf.schema_arrow.names]
+    names = pf.schema_arrow.names
+    missing = [c for c in required if c not in names]
     if missing:
-        raise ValueError(f"{disp}: no column {missing[0]!r} (columns: {', '.join(pf.schema_arrow.names)})")
+        raise ValueError(f"{disp}: no column {missing[0]!r} (columns: {', '.join(names)})")
+    columns = list(dict.fromkeys([*required, *(c for c in optional if c in names)]))
     rows = 0
     it = pf.iter_batches(batch_size=1024, columns=columns)
     while True:
@@ -140,10 +143,10 @@ def _parquet_batches(path: Path, columns: list[str], disp: str) -> Iterator[list
 
 def _parquet(path: Path, cfg: LocalSourceConfig, stats: Counter) -> Iterator[RawDoc]:
     disp, url = display_path(path), path.resolve().as_uri()
-    wanted = [cfg.text_field, cfg.id_field, cfg.url_field, *cfg.meta_fields]
-    columns = list(dict.fromkeys(c for c in wanted if c))
+    required = [c for c in (cfg.text_field, cfg.id_field) if c]
+    optional = [c for c in (cfg.url_field, *cfg.meta_fields) if c]
     row = 0
-    for records in _parquet_batches(path, columns, disp):
+    for records in _parquet_batches(path, required, optional, disp):
         for rec in records:
             meta = {"format": "text", "file": disp, "row": row}
             doc = _from_record(rec, cfg, f"{disp}: row {row}", f"{disp}#{row}", url, meta, stats)
