@@ -1,0 +1,273 @@
+"""Stages 1-7 as Dagster assets: thin wrappers that read upstream versions, call a stage library, publish a version."""
+
+from __future__ import annotations
+
+
+import dagster as dg
+
+from plasma_pipeline.defs.common import (
+    DATA_AUTOMATION,
+    code_version,
+    log_progress,
+    manifest_check_spec,
+    store_for,
+    version_result,
+)
+from plasma_pipeline.recipe import Recipe
+from plasma_pipeline.shards import map_shards
+
+
+def raw_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
+    from plasma_pipeline.collect import iter_documents
+
+    src = recipe.sources[name]
+    key = dg.AssetKey(["raw", name])
+
+    @dg.asset(
+        key=key,
+        group_name="collect",
+        code_version=code_version(recipe, "collect", name),
+        check_specs=[manifest_check_spec(key)],
+        kinds={"parquet"},
+        description=f"Stage 1: documents collected from source `{name}` ({type(src.collect).__name__}).",
+    )
+    def _raw(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        store = store_for(recipe)
+        with store.writer(key.to_user_string()) as w:
+            for i, table in enumerate(iter_documents(name, src.collect, w.stats), 1):
+                w.write(table)
+                if i % 10 == 0:
+                    context.log.info(f"collected {w.stats.get('kept', 0):,} documents from {name}")
+            version = w.publish()
+        context.log.info(f"raw/{name}: {version.rows:,} documents in version {version.id}")
+        return version_result(version, key)
+
+    return _raw
+
+
+def clean_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
+    from plasma_pipeline.clean import clean_table
+
+    cfg = recipe.sources[name].clean
+    key = dg.AssetKey(["clean", name])
+
+    @dg.asset(
+        key=key,
+        deps=[dg.AssetKey(["raw", name])],
+        group_name="clean",
+        code_version=code_version(recipe, "clean", name),
+        check_specs=[manifest_check_spec(key)],
+        automation_condition=DATA_AUTOMATION,
+        kinds={"parquet", "fasttext"},
+        description=f"Stage 2: `{name}` normalised, HTML stripped, language-identified and rule-filtered.",
+    )
+    def _clean(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        store = store_for(recipe)
+        raw = store.current(f"raw/{name}")
+        shards = raw.shards()
+        with store.writer(key.to_user_string()) as w:
+            for i, (_, table, stats) in enumerate(map_shards(clean_table, shards, (cfg,), recipe.store.workers), 1):
+                w.write(table)
+                w.stats.update(stats)
+                log_progress(context, f"clean/{name}", i, len(shards), w.stats)
+            w.metadata["input_version"] = raw.id
+            version = w.publish()
+        return version_result(version, key)
+
+    return _clean
+
+
+def classifier_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:
+    from plasma_pipeline.classify import train_quality_classifier, train_toxicity_classifier
+
+    q = recipe.quality
+    pos, neg = list(q.positive_sources), list(q.negative_sources)
+
+    @dg.asset(
+        key="quality_classifier",
+        deps=[dg.AssetKey(["clean", s]) for s in dict.fromkeys(pos + neg)],
+        group_name="classify",
+        code_version=code_version(recipe, "quality"),
+        check_specs=[manifest_check_spec("quality_classifier")],
+        automation_condition=DATA_AUTOMATION,
+        kinds={"fasttext"},
+        description="Stage 3: fastText quality classifier, curated sources vs web-like sources (DCLM style).",
+    )
+    def quality_classifier(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        store = store_for(recipe)
+
+        def tables(names):
+            for s in names:
+                yield from store.current(f"clean/{s}").iter_tables()
+
+        with store.writer("quality_classifier") as w:
+            meta = train_quality_classifier(tables(pos), tables(neg), q, w.dir, w.stats)
+            w.metadata.update(meta)
+            version = w.publish()
+        return version_result(version, "quality_classifier")
+
+    t = recipe.toxicity
+    tox_sources = list(dict.fromkeys(getattr(t, "clean_sources", None) or pos))
+
+    @dg.asset(
+        key="toxicity_classifier",
+        deps=[dg.AssetKey(["clean", s]) for s in tox_sources],
+        group_name="classify",
+        code_version=code_version(recipe, "toxicity"),
+        check_specs=[manifest_check_spec("toxicity_classifier")],
+        automation_condition=DATA_AUTOMATION,
+        kinds={"fasttext"},
+        description="Stage 3: fastText toxicity classifier plus a word-list filter.",
+    )
+    def toxicity_classifier(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        store = store_for(recipe)
+
+        def tables():
+            for s in tox_sources:
+                yield from store.current(f"clean/{s}").iter_tables()
+
+        with store.writer("toxicity_classifier") as w:
+            meta = train_toxicity_classifier(tables(), t, w.dir, w.stats)
+            w.metadata.update(meta)
+            version = w.publish()
+        return version_result(version, "toxicity_classifier")
+
+    return [quality_classifier, toxicity_classifier]
+
+
+def scored_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
+    from plasma_pipeline.classify import score_shard
+
+    cfg = recipe.sources[name].score
+    key = dg.AssetKey(["scored", name])
+
+    @dg.asset(
+        key=key,
+        deps=[dg.AssetKey(["clean", name]), "quality_classifier", "toxicity_classifier"],
+        group_name="score",
+        code_version=code_version(recipe, "score", name),
+        check_specs=[manifest_check_spec(key)],
+        automation_condition=DATA_AUTOMATION,
+        kinds={"parquet", "fasttext"},
+        description=f"Stage 4: `{name}` with quality and toxicity scores, thresholded per source.",
+    )
+    def _scored(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        store = store_for(recipe)
+        clean = store.current(f"clean/{name}")
+        qv, tv = store.current("quality_classifier"), store.current("toxicity_classifier")
+        shards = clean.shards()
+        args = (str(qv.path), str(tv.path), cfg)
+        with store.writer(key.to_user_string()) as w:
+            for i, (_, table, stats) in enumerate(map_shards(score_shard, shards, args, recipe.store.workers), 1):
+                w.write(table)
+                w.stats.update(stats)
+                log_progress(context, f"scored/{name}", i, len(shards), w.stats)
+            w.metadata["classifier_versions"] = {"quality": qv.id, "toxicity": tv.id}
+            version = w.publish()
+        return version_result(version, key)
+
+    return _scored
+
+
+def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
+    from plasma_pipeline.dedup import dedup_versions
+
+    @dg.asset(
+        key="deduped",
+        deps=[dg.AssetKey(["scored", s]) for s in recipe.sources],
+        group_name="dedup",
+        code_version=code_version(recipe, "dedup"),
+        check_specs=[manifest_check_spec("deduped")],
+        automation_condition=DATA_AUTOMATION,
+        kinds={"parquet", "minhash"},
+        description="Stage 5: exact then MinHash-LSH near-duplicate removal across the whole corpus.",
+    )
+    def deduped(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        store = store_for(recipe)
+        inputs = {s: store.current(f"scored/{s}").shards() for s in recipe.sources}
+        with store.writer("deduped") as w:
+            meta = dedup_versions(inputs, recipe.dedup, w.write, w.stats, log=context.log.info)
+            w.metadata.update(meta)
+            version = w.publish()
+        return version_result(version, "deduped")
+
+    return deduped
+
+
+def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
+    from plasma_pipeline.tokenizer import train_tokenizer
+
+    @dg.asset(
+        key="tokenizer",
+        deps=["deduped"],
+        group_name="tokenize",
+        code_version=code_version(recipe, "tokenizer"),
+        check_specs=[manifest_check_spec("tokenizer")],
+        automation_condition=DATA_AUTOMATION,
+        kinds={"sentencepiece"},
+        description="Stage 6: SentencePiece BPE with byte fallback and reserved chat tokens.",
+    )
+    def tokenizer(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        store = store_for(recipe)
+        deduped = store.current("deduped")
+        with store.writer("tokenizer") as w:
+            meta = train_tokenizer(_domain_tables(deduped, recipe), recipe.tokenizer, w.dir, w.stats)
+            w.metadata.update(meta)
+            version = w.publish()
+        return version_result(version, "tokenizer")
+
+    return tokenizer
+
+
+def _domain_tables(deduped, recipe: Recipe) -> dict:
+    """Per-source iterables over the deduped corpus, each streaming shard by shard with a source filter."""
+    import pyarrow.compute as pc
+
+    def one(source: str):
+        for table in deduped.iter_tables():
+            t = table.filter(pc.equal(table["source"], source))
+            if t.num_rows:
+                yield t
+
+    return {s: one(s) for s in recipe.sources}
+
+
+def pretrain_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
+    from plasma_pipeline.mix import build_token_shards
+
+    @dg.asset(
+        key="pretrain_shards",
+        deps=["deduped", "tokenizer"],
+        group_name="tokenize",
+        code_version=code_version(recipe, "mix"),
+        check_specs=[manifest_check_spec("pretrain_shards")],
+        automation_condition=DATA_AUTOMATION,
+        kinds={"parquet"},
+        description="Stage 7: domain-weighted mix, tokenised and packed into train/val token shards.",
+    )
+    def pretrain_shards(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        store = store_for(recipe)
+        deduped, tok = store.current("deduped"), store.current("tokenizer")
+        domains = {s: (lambda s=s: _domain_tables(deduped, recipe)[s]) for s in recipe.mix.weights}
+        with store.writer("pretrain_shards") as w:
+            meta = build_token_shards(
+                domains, str(tok.file("tokenizer.model")), recipe.mix, w.writer_for("train"), w.writer_for("val"), w.stats
+            )
+            w.metadata.update(meta)
+            w.metadata["tokenizer_version"] = tok.id
+            version = w.publish()
+        return version_result(version, "pretrain_shards")
+
+    return pretrain_shards
+
+
+def data_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:
+    out: list[dg.AssetsDefinition] = []
+    for name in recipe.sources:
+        out += [raw_asset(recipe, name), clean_asset(recipe, name), scored_asset(recipe, name)]
+    out += classifier_assets(recipe)
+    out += [dedup_asset(recipe), tokenizer_asset(recipe), pretrain_shards_asset(recipe)]
+    return out
+
+
+__all__ = ["data_assets"]

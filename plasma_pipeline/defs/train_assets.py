@@ -1,0 +1,154 @@
+"""Stages 8 and 11: the trainer launched through Dagster Pipes; each finished run becomes a versioned checkpoint asset.
+
+Both assets use the same code path — only the data asset, the recipe section and the starting weights differ —
+because pretrain and SFT are the same engine interface with different shards.
+
+The trainer works in a folder keyed by the run's inputs (`<store>/<asset>/work/<fingerprint>/`), so a run that is
+terminated from the UI resumes from its last checkpoint when launched again with the same inputs; the published
+version holds the final weights, the tokenizer and the run's metrics, and its id is a hash of those files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from plasma_pipeline.defs.common import code_version, manifest_check_spec, store_for, version_result
+from plasma_pipeline.recipe import Recipe
+
+GPU_POOL = "gpu"
+
+
+def train_config(recipe: Recipe, section: str, data_dir: Path, out_dir: Path, vocab_size: int, init_from: str = "") -> dict:
+    model = dict(recipe.model)
+    name = model.pop("name", "toy")
+    model.setdefault("vocab_size", vocab_size)
+    model.setdefault("max_seq_len", recipe.mix.seq_len)
+    settings = dict(recipe.pretrain if section == "pretrain" else recipe.sft)
+    return {
+        **settings,
+        "model": name,
+        "model_overrides": model,
+        "data_dir": str(data_dir),
+        "out_dir": str(out_dir),
+        "init_from": init_from,
+    }
+
+
+def _metrics_tail(out_dir: Path) -> dict:
+    f = out_dir / "metrics.jsonl"
+    if not f.exists():
+        return {}
+    rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    train_rows = [r for r in rows if "loss" in r]
+    last = dict(train_rows[-1]) if train_rows else {}
+    val = [r for r in rows if "val_loss" in r]
+    if val:
+        last["val_loss"] = val[-1]["val_loss"]
+    if train_rows:
+        last["first_loss"] = train_rows[0]["loss"]
+    return last
+
+
+def _loss_curve_md(out_dir: Path) -> str:
+    f = out_dir / "metrics.jsonl"
+    if not f.exists():
+        return ""
+    rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss" in r and "step" in r]
+    step = max(1, len(rows) // 12)
+    lines = ["| step | loss | tokens/s |", "|---:|---:|---:|"]
+    for r in rows[::step] + ([rows[-1]] if rows and (len(rows) - 1) % step else []):
+        lines.append(f"| {r['step']} | {r['loss']:.4f} | {r.get('tokens_per_s', 0):,.0f} |")
+    return "\n".join(lines)
+
+
+def training_asset(
+    recipe: Recipe, key: str, section: str, data_key: str, init_key: str | None, description: str
+) -> dg.AssetsDefinition:
+    deps = [data_key, "tokenizer"] + ([init_key] if init_key else [])
+
+    @dg.asset(
+        key=key,
+        deps=deps,
+        group_name="train",
+        pool=GPU_POOL,
+        code_version=code_version(recipe, section),
+        check_specs=[manifest_check_spec(key)],
+        kinds={"pytorch", "safetensors"},
+        description=description,
+    )
+    def _train(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+        store = store_for(recipe)
+        data, tok = store.current(data_key), store.current("tokenizer")
+        init = store.current(init_key) if init_key else None
+        import sentencepiece as spm
+
+        vocab = spm.SentencePieceProcessor(model_file=str(tok.file("tokenizer.model"))).get_piece_size()
+        fp_inputs = {"code": code_version(recipe, section), "data": data.id, "tok": tok.id, "init": init.id if init else ""}
+        fingerprint = hashlib.sha256(json.dumps(fp_inputs, sort_keys=True).encode()).hexdigest()[:16]
+        work = store.root / key / "work" / fingerprint
+        work.mkdir(parents=True, exist_ok=True)
+        cfg = train_config(recipe, section, data.path, work, vocab, str(init.path) if init else "")
+        run_json = work / "run.json"
+        run_json.write_text(json.dumps(cfg, indent=1))
+        context.log.info(f"training {key} in {work} (resumes from its last checkpoint if one exists)")
+        invocation = pipes.run(
+            command=[sys.executable, "-m", "plasma_pipeline.train", "--config", str(run_json)],
+            context=context,
+            extras={"asset": key, "data_version": data.id},
+        )
+        messages = invocation.get_custom_messages()
+        final = work / "final"
+        if not (final / "model.safetensors").exists():
+            raise RuntimeError(f"trainer finished without writing {final}/model.safetensors")
+        with store.writer(key) as w:
+            for f in final.iterdir():
+                if f.is_file():
+                    shutil.copy2(f, w.dir / f.name)
+            shutil.copy2(tok.file("tokenizer.model"), w.dir / "tokenizer.model")
+            if (work / "metrics.jsonl").exists():
+                shutil.copy2(work / "metrics.jsonl", w.dir / "metrics.jsonl")
+            (w.dir / "run.json").write_text(json.dumps(cfg, indent=1))
+            last = _metrics_tail(work)
+            w.metadata.update(
+                {
+                    "weights_sha256": _sha256(w.dir / "model.safetensors"),
+                    "train_data_version": data.id,
+                    "tokenizer_version": tok.id,
+                    "init_from_version": init.id if init else "",
+                    "work_dir": str(work),
+                    "final_metrics": last,
+                    "loss_curve": _loss_curve_md(work),
+                }
+            )
+            if messages:
+                w.metadata["trainer_messages"] = len(messages)
+            version = w.publish()
+        return version_result(version, key)
+
+    return _train
+
+
+def _sha256(path: Path) -> str:
+    from plasma_pipeline.shards import file_sha256
+
+    return file_sha256(path)
+
+
+def training_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:
+    return [
+        training_asset(
+            recipe, "base_model", "pretrain", "pretrain_shards", None,
+            "Stage 8: pretraining by the streaming-offload trainer; data version = hash of the weights.",
+        ),
+        training_asset(
+            recipe, "chat_model", "sft", "sft_shards", "base_model",
+            "Stage 11: SFT by the same trainer, from the pinned base_model version.",
+        ),
+    ]
