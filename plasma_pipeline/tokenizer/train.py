@@ -3,9 +3,9 @@
 Sampling is deterministic and streaming: each document gets a seeded 64-bit hash of its id, and per domain we keep
 the lowest-hash documents (a bounded max-heap) until the domain's character budget is filled. The budget is split
 across domains by `sample_weights` (equal when empty), so a small domain is not drowned by a big one; a domain
-with fewer characters than its share contributes all it has (no redistribution, visible in the metadata). The
-lowest-hash documents of each domain up to `eval_chars_per_domain` are held out of training and used to measure
-bytes per token per domain.
+with fewer characters than its share contributes all it has (no redistribution, visible in the metadata). One
+document in EVAL_EVERY (by a second id hash) is never trained on; the lowest-hash of those, up to
+`eval_chars_per_domain` per domain, measure bytes per token per domain on held-out text.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from plasma_pipeline.schema import CHAT_SPECIAL_TOKENS
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 FIRST_SPECIAL_ID = 4
+EVAL_EVERY = 8  # one document in 8 (by seeded id hash) may be held out for the bytes-per-token measure
 
 
 @dataclass
@@ -106,29 +107,45 @@ def _domain_budgets(domains: list[str], cfg: TokenizerConfig) -> dict[str, int]:
     return {d: int(cfg.sample_chars * w[d] / total) for d in domains}
 
 
-def _bottom_k_by_chars(tables: Iterable[pa.Table], budget: int, seed: int, domain: str, stats: Counter):
-    """Lowest-hash documents whose text adds up to at least `budget` chars, sorted by hash.
+class _BottomK:
+    """Lowest-hash documents whose texts add up to at least `budget` chars.
 
     A max-heap on the hash holds the candidates; the highest-hash one is evicted while the rest still fill the
-    budget, so memory stays at about `budget` characters plus one document.
+    budget, so memory stays at about `budget` characters plus one document, whatever the stream length.
     """
-    heap: list[tuple[int, str, str]] = []  # (-hash, id, text)
-    chars = 0
+
+    def __init__(self, budget: int):
+        self.budget, self.chars, self.heap = budget, 0, []  # heap of (-hash, id, text)
+
+    def push(self, h: int, doc_id: str, text: str) -> None:
+        if self.budget <= 0 or (self.heap and self.chars >= self.budget and h > -self.heap[0][0]):
+            return
+        heapq.heappush(self.heap, (-h, doc_id, text))
+        self.chars += len(text)
+        while self.heap and self.chars - len(self.heap[0][2]) >= self.budget:
+            self.chars -= len(heapq.heappop(self.heap)[2])
+
+    def texts(self) -> list[str]:
+        return [t for _, _, t in sorted(self.heap, key=lambda x: -x[0])]
+
+
+def _sample_domain(
+    tables: Iterable[pa.Table], budget: int, eval_budget: int, seed: int, domain: str, stats: Counter
+) -> tuple[list[str], list[str]]:
+    """(train sample, held-out eval docs) of one domain in one pass.
+
+    One document in EVAL_EVERY (by a second seeded hash) is an eval candidate, the rest train candidates;
+    each side takes its own lowest-hash documents up to its budget, so the two sets never overlap.
+    """
+    train, held_out = _BottomK(budget), _BottomK(eval_budget)
     for table in tables:
-        ids = table.column("id").to_pylist()
-        texts = table.column("text").to_pylist()
-        for doc_id, text in zip(ids, texts):
+        for doc_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist()):
             stats["tokenizer/docs_seen"] += 1
             if not text:
                 continue
-            h = doc_hash(seed, f"tok:{domain}", doc_id)
-            if heap and chars >= budget and h > -heap[0][0]:
-                continue
-            heapq.heappush(heap, (-h, doc_id, text))
-            chars += len(text)
-            while heap and chars - len(heap[0][2]) >= budget:
-                chars -= len(heapq.heappop(heap)[2])
-    return [(doc_id, text) for _, doc_id, text in sorted(heap, key=lambda t: -t[0])]
+            side = held_out if doc_hash(seed, f"tokeval:{domain}", doc_id) % EVAL_EVERY == 0 else train
+            side.push(doc_hash(seed, f"tok:{domain}", doc_id), doc_id, text)
+    return train.texts(), held_out.texts()
 
 
 def _training_lines(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
@@ -172,14 +189,7 @@ def train_tokenizer(
         if budgets[d] <= 0:
             train_texts[d], eval_texts[d] = [], []
             continue
-        picked = _bottom_k_by_chars(domain_tables[d], budgets[d] + cfg.eval_chars_per_domain, cfg.seed, d, stats)
-        ev, tr, ev_chars = [], [], 0
-        for _, text in picked:  # lowest hashes first: they form the held-out set
-            if ev_chars < cfg.eval_chars_per_domain and len(picked) > 1 and len(ev) < len(picked) - 1:
-                ev.append(text)
-                ev_chars += len(text)
-            else:
-                tr.append(text)
+        tr, ev = _sample_domain(domain_tables[d], budgets[d], cfg.eval_chars_per_domain, cfg.seed, d, stats)
         train_texts[d], eval_texts[d] = tr, ev
         stats["tokenizer/sample_docs"] += len(tr)
         stats["tokenizer/eval_docs"] += len(ev)
