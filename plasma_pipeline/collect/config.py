@@ -8,8 +8,9 @@ All fields are flat (scalars, lists of scalars) so a config hashes and pickles c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 DEFAULT_BATCH_DOCS = 2000
 DEFAULT_BATCH_BYTES = 32 * 1024 * 1024
@@ -65,10 +66,10 @@ class _Common:
     batch_bytes: int = DEFAULT_BATCH_BYTES
 
     def _check_common(self, kind: str, corpus: str | None = None) -> None:
-        if getattr(self, "kind") != kind:
-            raise ValueError(f"kind: expected {kind!r} for {type(self).__name__}, got {getattr(self, 'kind')!r}")
-        if corpus is not None and getattr(self, "corpus") != corpus:
-            raise ValueError(f"corpus: expected {corpus!r} for {type(self).__name__}, got {getattr(self, 'corpus')!r}")
+        if self.kind != kind:
+            raise ValueError(f"kind: expected {kind!r} for {type(self).__name__}, got {self.kind!r}")
+        if corpus is not None and self.corpus != corpus:
+            raise ValueError(f"corpus: expected {corpus!r} for {type(self).__name__}, got {self.corpus!r}")
         for name in ("max_docs", "max_bytes"):
             _positive(self, name)
         for name in ("batch_docs", "batch_bytes"):
@@ -207,7 +208,7 @@ class CodeSourceConfig(_Offline):
     exclude_dirs: list[str] = field(default_factory=lambda: list(DEFAULT_CODE_EXCLUDES))
     # Read at most this many files (in sorted path order); null = all.
     max_files: int | None = None
-    # Files larger than this many bytes are dropped (counted dropped/too_large); they are generated tables.
+    # Files over this many bytes are dropped (counted dropped/too_large): generated tables, giants like _pydecimal.py.
     max_file_bytes: int = 200_000
     # Bytes that are not UTF-8: replace, drop or error (as for local sources).
     on_non_utf8: str = "replace"
@@ -255,7 +256,9 @@ class LiteratureSourceConfig(_Offline):
         _positive(self, "max_files")
 
 
-OfflineSourceConfig = WikiSourceConfig | RecipesSourceConfig | CodeSourceConfig | DialogSourceConfig | LiteratureSourceConfig
+OfflineSourceConfig = (
+    WikiSourceConfig | RecipesSourceConfig | CodeSourceConfig | DialogSourceConfig | LiteratureSourceConfig
+)
 SourceConfig = HFSourceConfig | LocalSourceConfig | OfflineSourceConfig
 
 KIND_CLASSES: dict[str, type] = {"hf": HFSourceConfig, "local": LocalSourceConfig}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import glob
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from plasma_pipeline.collect.config import HFSourceConfig
 from plasma_pipeline.collect.documents import REPO_ROOT, RawDoc
@@ -30,7 +30,7 @@ def check_data_files(cfg: HFSourceConfig) -> None:
         return
     if not cfg.data_files:
         raise ValueError(f"data_files: required with the local builder {cfg.path!r}")
-    for pattern, full in zip(cfg.data_files, local_data_files(cfg) or []):
+    for pattern, full in zip(cfg.data_files, local_data_files(cfg) or [], strict=True):
         if "://" not in full and not glob.glob(full, recursive=True):
             raise ValueError(f"data_files: {pattern!r} matches no file")
 

@@ -11,8 +11,9 @@ import glob
 import gzip
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq

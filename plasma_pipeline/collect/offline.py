@@ -12,8 +12,9 @@ import os
 import re
 import sysconfig
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
 from plasma_pipeline.collect.config import (

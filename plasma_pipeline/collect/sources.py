@@ -4,7 +4,7 @@ when the `raw/<source>` asset materialises."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 

@@ -63,7 +63,8 @@ def test_parquet_through_datasets_with_a_byte_budget(tmp_path, entries):
 
 
 def test_wrong_text_field_and_missing_data_files_are_named(jsonl_file, tmp_path):
-    with pytest.raises(ValueError, match=r"^text_field: 'body' is not a field of json \[train\] \(fields: text, title, topic\)"):
+    msg = r"^text_field: 'body' is not a field of json \[train\] \(fields: text, title, topic\)"
+    with pytest.raises(ValueError, match=msg):
         collect("fw", {"kind": "hf", "path": "json", "data_files": [str(jsonl_file)], "text_field": "body"})
     cfg = build_source_config({"kind": "hf", "path": "json", "data_files": [str(tmp_path / "none*.jsonl")]})
     with pytest.raises(ValueError, match=r"^source 'fw': data_files: '.*none\*\.jsonl' matches no file"):

@@ -26,7 +26,8 @@ def mixed_dir(tmp_path, wiki_entries):
     pq.write_table(pa.table({"text": [e["extract"] for e in wiki_entries[10:20]],
                              "topic": [e["topic"] for e in wiki_entries[10:20]]}), tmp_path / "b.parquet")
     (tmp_path / "c.txt").write_text(wiki_entries[30]["extract"], encoding="utf-8")
-    html = f"<html><head><title>{wiki_entries[31]['title']}</title></head><body><p>{wiki_entries[31]['extract']}</p></body></html>"
+    page = wiki_entries[31]
+    html = f"<html><head><title>{page['title']}</title></head><body><p>{page['extract']}</p></body></html>"
     (tmp_path / "d.html").write_text(html, encoding="utf-8")
     return tmp_path
 
@@ -67,7 +68,7 @@ def test_batches_are_bounded_by_docs_and_bytes(tmp_path, wiki_entries):
     tables, _ = collect("w", {"kind": "local", "paths": [str(tmp_path / "w.jsonl")], "batch_bytes": limit})
     sizes = [sum(len(x.encode()) for x in t.column("text").to_pylist()) for t in tables]
     assert sum(t.num_rows for t in tables) == 40 and len(tables) > 5
-    assert all(s <= limit or t.num_rows == 1 for s, t in zip(sizes, tables))
+    assert all(s <= limit or t.num_rows == 1 for s, t in zip(sizes, tables, strict=True))
 
 
 def test_doc_and_byte_budgets(tmp_path, wiki_entries):
@@ -88,7 +89,8 @@ def test_txt_lines_and_gzip_jsonl(tmp_path, wiki_entries):
     tables, _ = collect("l", {"kind": "local", "paths": [str(tmp_path / "l.txt")], "txt_unit": "line"})
     assert [d["text"] for d in rows(tables)] == ["first line", "second line", "third"]
     with gzip.open(tmp_path / "z.jsonl.gz", "wt", encoding="utf-8") as fh:
-        fh.write("\n".join(json.dumps({"body": e["extract"], "u": f"https://x/{i}"}) for i, e in enumerate(wiki_entries[:3])))
+        for i, e in enumerate(wiki_entries[:3]):
+            fh.write(json.dumps({"body": e["extract"], "u": f"https://x/{i}"}) + "\n")
     spec = {"kind": "local", "paths": [str(tmp_path / "*.gz")], "text_field": "body", "url_field": "u", "id_field": "u"}
     docs = rows(collect("z", spec)[0])
     assert [d["text"] for d in docs] == [e["extract"] for e in wiki_entries[:3]]
