@@ -17,6 +17,7 @@ DEFAULT_BATCH_BYTES = 32 * 1024 * 1024
 NON_UTF8_POLICIES = ("replace", "drop", "error")
 LOCAL_FORMATS = ("auto", "jsonl", "parquet", "txt", "html")
 TXT_UNITS = ("file", "line")
+DOC_FORMATS = ("text", "code", "html")
 DIALOG_UNITS = ("file", "dialog")
 WIKI_LANGS = ("en-us", "fr-fr", "es-es")
 # Standard-library folders that are tests, vendored tools or generated tables rather than library code.
@@ -100,9 +101,12 @@ class HFSourceConfig(_Common):
     url_field: str | None = None
     # Extra record fields copied into meta.
     meta_fields: list[str] = field(default_factory=list)
+    # What the text is, written to meta["format"] for the clean stage: text, code or html.
+    doc_format: str = "text"
 
     def __post_init__(self) -> None:
         self._check_common("hf")
+        _choice(self, "doc_format", DOC_FORMATS)
         if not isinstance(self.path, str) or not self.path:
             raise ValueError("path: a dataset path is required (a Hub id, or a builder such as 'json' / 'parquet')")
         if not isinstance(self.split, str) or not self.split:
@@ -140,9 +144,13 @@ class LocalSourceConfig(_Common):
     txt_unit: str = "file"
     # Bytes that are not UTF-8: replace (U+FFFD, counted repaired/non_utf8), drop (counted dropped/non_utf8) or error.
     on_non_utf8: str = "replace"
+    # What the text is, written to meta["format"]: text, code or html; null = html for html files, else text.
+    doc_format: str | None = None
 
     def __post_init__(self) -> None:
         self._check_common("local")
+        if self.doc_format is not None:
+            _choice(self, "doc_format", DOC_FORMATS)
         if isinstance(self.paths, str):
             self.paths = [self.paths]
         _str_list(self, "paths", allow_empty=False)

@@ -59,7 +59,7 @@ def iter_hf(cfg: HFSourceConfig, stats: Counter) -> Iterator[RawDoc]:
         url = f"{base}#{index}"
         if cfg.url_field is not None and rec.get(cfg.url_field) is not None:
             url = str(rec[cfg.url_field])
-        meta = {"format": "text", "dataset": cfg.path, "config": cfg.name, "split": cfg.split, "index": index}
+        meta = {"format": cfg.doc_format, "dataset": cfg.path, "config": cfg.name, "split": cfg.split, "index": index}
         for name in cfg.meta_fields:
             meta[name] = rec.get(name)
         yield RawDoc(locator, text, url, meta)

@@ -110,7 +110,7 @@ def _jsonl(path: Path, cfg: LocalSourceConfig, stats: Counter) -> Iterator[RawDo
                     raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
                 if not isinstance(rec, dict):
                     raise ValueError(f"{where}: expected a JSON object per line, got {type(rec).__name__}")
-                meta = {"format": "text", "file": disp, "line": lineno}
+                meta = {"format": cfg.doc_format or "text", "file": disp, "line": lineno}
                 doc = _from_record(rec, cfg, where, f"{disp}#L{lineno}", url, meta, stats)
                 if doc is not None:
                     yield doc
@@ -149,7 +149,7 @@ def _parquet(path: Path, cfg: LocalSourceConfig, stats: Counter) -> Iterator[Raw
     row = 0
     for records in _parquet_batches(path, required, optional, disp):
         for rec in records:
-            meta = {"format": "text", "file": disp, "row": row}
+            meta = {"format": cfg.doc_format or "text", "file": disp, "row": row}
             doc = _from_record(rec, cfg, f"{disp}: row {row}", f"{disp}#{row}", url, meta, stats)
             row += 1
             if doc is not None:
@@ -167,14 +167,14 @@ def _txt(path: Path, cfg: LocalSourceConfig, stats: Counter, fmt: str) -> Iterat
                         continue
                     line = decode_utf8(raw, f"{disp}: line {lineno}", cfg.on_non_utf8, stats)
                     if line is not None:
-                        meta = {"format": "text", "file": disp, "line": lineno}
+                        meta = {"format": cfg.doc_format or "text", "file": disp, "line": lineno}
                         yield RawDoc(f"{disp}#L{lineno}", line.rstrip("\r\n"), url, meta)
         except (OSError, EOFError) as e:
             raise ValueError(f"{disp}: cannot read after line {lineno}: {e}") from e
         return
     text = decode_utf8(_read_all(path), disp, cfg.on_non_utf8, stats)
     if text is not None:
-        yield RawDoc(disp, text, url, {"format": "html" if fmt == "html" else "text", "file": disp})
+        yield RawDoc(disp, text, url, {"format": cfg.doc_format or ("html" if fmt == "html" else "text"), "file": disp})
 
 
 def iter_local(cfg: LocalSourceConfig, stats: Counter) -> Iterator[RawDoc]:

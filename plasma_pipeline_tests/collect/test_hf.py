@@ -34,7 +34,7 @@ def jsonl_file(tmp_path, entries):
 
 def test_jsonl_through_datasets_with_a_doc_budget(jsonl_file, entries):
     spec = {"kind": "hf", "path": "json", "data_files": [str(jsonl_file)], "max_docs": 25, "batch_docs": 10,
-            "meta_fields": ["topic"]}
+            "meta_fields": ["topic"], "doc_format": "html"}
     tables, stats = collect("fw", spec)
     docs = rows(tables)
     assert [t.num_rows for t in tables] == [10, 10, 5]
@@ -42,7 +42,7 @@ def test_jsonl_through_datasets_with_a_doc_budget(jsonl_file, entries):
     assert [d["text"] for d in docs] == [e["extract"] for e in entries[:25]]
     assert docs[3]["id"] == doc_id("fw", "hf://datasets/json/train#3") and docs[3]["url"] == "hf://datasets/json/train#3"
     meta = json.loads(docs[3]["meta"])
-    assert meta == {"format": "text", "dataset": "json", "config": None, "split": "train", "index": 3,
+    assert meta == {"format": "html", "dataset": "json", "config": None, "split": "train", "index": 3,
                     "topic": entries[3]["topic"]}
     assert [d["id"] for d in rows(collect("fw", spec)[0])] == [d["id"] for d in docs]
 

