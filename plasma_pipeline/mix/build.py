@@ -42,9 +42,23 @@ _SPILL_SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field("ids", pa.list_
 _U64 = float(2**64)
 
 
+def _doc_key(doc_id: str, cfg: MixConfig) -> int:
+    return doc_hash(cfg.seed, "val", doc_id)
+
+
 def is_val_doc(doc_id: str, cfg: MixConfig) -> bool:
     """Whether a document is held out for val: its seeded id hash falls under val_fraction (any domain)."""
-    return doc_hash(cfg.seed, "val", doc_id) / _U64 < cfg.val_fraction
+    return _doc_key(doc_id, cfg) < cfg.val_fraction * _U64
+
+
+def _mix64(keys: np.ndarray, salt: int) -> np.ndarray:
+    """splitmix64 of keys xor salt: a fresh, vectorised pseudo-random order key per (document, epoch)."""
+    with np.errstate(over="ignore"):
+        z = keys ^ np.uint64(salt & 0xFFFFFFFFFFFFFFFF)
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 class _ShardBuffer:
@@ -99,6 +113,7 @@ class _DomainSpill:
     def __init__(self, path: str):
         self.path = path
         self.lengths: list[np.ndarray] = []  # per row group
+        self.keys: list[np.ndarray] = []  # seeded id hash per train document, per row group
         self.val_docs = 0
         self.val_tokens = 0
         self.val_rows = 0
@@ -129,9 +144,10 @@ def _tokenize_domain(
             texts = table.column("text").to_pylist()
             keep = [i for i, t in enumerate(texts) if t]
             stats["dropped/empty_text"] += len(texts) - len(keep)
-            val_i = [i for i in keep if is_val_doc(ids[i], cfg)]
-            vset = set(val_i)
-            train_i = [i for i in keep if i not in vset]
+            keys = {i: _doc_key(ids[i], cfg) for i in keep}
+            cut = cfg.val_fraction * _U64
+            val_i = [i for i in keep if keys[i] < cut]
+            train_i = [i for i in keep if keys[i] >= cut]
             # val: pack this domain's documents into pure rows, up to the cap
             for toks in _encode(sp, [texts[i] for i in val_i], cfg):
                 room = (val_cap - spill.val_tokens) if val_cap else None
@@ -158,6 +174,7 @@ def _tokenize_domain(
                     row_group_size=len(train_i),
                 )
                 spill.lengths.append(np.diff(offsets) + 2)
+                spill.keys.append(np.array([keys[i] for i in train_i], dtype=np.uint64))
     finally:
         writer.close()
     got = val_packer.rows(force=True)
@@ -173,9 +190,7 @@ def _tokenize_domain(
 def _partial_take(spill: _DomainSpill, plan: DomainPlan, d: str, cfg: MixConfig) -> np.ndarray:
     """Tokens taken from each document in the partial epoch: lowest seeded hashes first, the boundary one cut."""
     lengths = spill.doc_lengths
-    ids = pq.read_table(spill.path, columns=["id"]).column("id").to_pylist()
-    e = plan.full_epochs
-    h = np.fromiter((doc_hash(cfg.seed, f"epoch{e}:{d}", i) for i in ids), dtype=np.uint64, count=len(ids))
+    h = _mix64(np.concatenate(spill.keys), doc_hash(cfg.seed, f"epoch{plan.full_epochs}", d))
     order = np.argsort(h, kind="stable")
     cum = np.cumsum(lengths[order])
     k = int(np.searchsorted(cum, plan.partial_tokens, side="left"))

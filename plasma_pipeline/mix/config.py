@@ -28,6 +28,10 @@ class MixConfig:
                 raise ValueError(f"mix.weights.{d}: weight must be >= 0, got {w}")
         if sum(self.weights.values()) <= 0:
             raise ValueError("mix.weights: all weights are zero; at least one domain needs a positive weight")
+        for name in ("total_tokens", "seq_len", "rows_per_shard", "val_max_tokens_per_domain"):
+            v = getattr(self, name)
+            if isinstance(v, float) and v.is_integer():  # YAML 1e9 / 2.0 style
+                setattr(self, name, int(v))
         if not isinstance(self.total_tokens, int) or self.total_tokens <= 0:
             raise ValueError(f"mix.total_tokens: must be an int > 0, got {self.total_tokens!r}")
         if not isinstance(self.seq_len, int) or self.seq_len < 1:
