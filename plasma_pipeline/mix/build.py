@@ -1,14 +1,14 @@
 """Stage 7: domain-weighted mixing with exact token budgets, packed into train / val token shards.
 
-Two passes over each domain, both streaming:
+Each domain's input is read once (`domain_doc_iters[d]()` is called once), in two streaming passes:
 
 1. Tokenise every document once (batch `sp.encode` per input table). A document whose seeded id hash falls under
    `val_fraction` goes to val (before any budget is allocated, so no document is in both splits); val documents
    are packed per domain, so every val row is one domain. Train documents are spilled to a per-domain Parquet
    file (one row group per input table) together with their lengths; this gives the available tokens per domain.
-2. `plan_mix` turns the available tokens into exact budgets. Each domain then streams `[BOS] doc [EOS]` chunks:
-   full epochs take every document, the last partial epoch takes the documents with the lowest seeded hash for
-   that epoch until the budget is met, the boundary document truncated so the domain gets exactly its budget.
+2. `plan_mix` turns the available tokens into exact budgets. Each domain then streams, from its spill, `[BOS] doc [EOS]` chunks:
+   full epochs take every document, the last partial epoch takes the documents with the lowest seeded key for
+   that epoch (splitmix64 of the id hash and the epoch) until the budget is met, the boundary document truncated so the domain gets exactly its budget.
    Every epoch reads the row groups, and the documents inside them, in a fresh seeded order. A stride scheduler
    interleaves the domains in proportion to their budgets; chunks are packed into rows of seq_len + 1 tokens, and
    a buffer of `rows_per_shard` rows is shuffled with a seeded permutation before it is written.
