@@ -6,12 +6,13 @@ Each domain's input is read once (`domain_doc_iters[d]()` is called once), in tw
    `val_fraction` goes to val (before any budget is allocated, so no document is in both splits); val documents
    are packed per domain, so every val row is one domain. Train documents are spilled to a per-domain Parquet
    file (one row group per input table) together with their lengths; this gives the available tokens per domain.
-2. `plan_mix` turns the available tokens into exact budgets. Each domain then streams, from its spill, `[BOS] doc [EOS]` chunks:
-   full epochs take every document, the last partial epoch takes the documents with the lowest seeded key for
-   that epoch (splitmix64 of the id hash and the epoch) until the budget is met, the boundary document truncated so the domain gets exactly its budget.
-   Every epoch reads the row groups, and the documents inside them, in a fresh seeded order. A stride scheduler
-   interleaves the domains in proportion to their budgets; chunks are packed into rows of seq_len + 1 tokens, and
-   a buffer of `rows_per_shard` rows is shuffled with a seeded permutation before it is written.
+2. `plan_mix` turns the available tokens into exact budgets. Each domain then streams `[BOS] doc [EOS]` chunks
+   from its spill: full epochs take every document; the last, partial epoch takes the documents with the lowest
+   seeded key for that epoch (splitmix64 of id hash and epoch) until the budget is met, the boundary document
+   truncated so the domain gets exactly its budget. Every epoch reads the row groups, and the documents inside
+   them, in a fresh seeded order. A stride scheduler interleaves the domains in proportion to their budgets;
+   chunks are packed into rows of seq_len + 1 tokens, and each buffer of `rows_per_shard` rows is shuffled with a
+   seeded permutation before it is written.
 
 Row domain label: the domain holding the majority of the row's tokens (ties: first domain by name). The train
 budget counts every token placed, BOS and EOS included; the last incomplete train row is padded with pad id 0
