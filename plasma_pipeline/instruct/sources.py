@@ -171,7 +171,8 @@ def iter_file_items(domain: str, root: str | None, stats: Counter, code_max_file
         if not files:
             raise FileNotFoundError(f"no chatterbot .yml files under {dialog_dir(base)}")
         for f in files:
-            for conv in (yaml.safe_load(f.read_text(encoding="utf-8")) or {}).get("conversations", []):
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            for conv in (yaml.load(f.read_text(encoding="utf-8"), Loader=loader) or {}).get("conversations", []):
                 item = dialog_item(conv) if isinstance(conv, list) else None
                 if item:
                     yield item
