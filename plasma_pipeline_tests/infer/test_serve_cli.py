@@ -1,0 +1,60 @@
+"""`plasma chat | generate | export` (plasma_pipeline/serve_cli.py)."""
+
+import json
+import subprocess
+import sys
+
+from plasma_pipeline.infer.generate import Generator
+from plasma_pipeline.recipe import REPO_ROOT
+from plasma_pipeline.serve_cli import main
+
+
+def test_chat_repl_with_piped_stdin(toy_model_dir):
+    script = "Hello\nWhat is a river?\n/reset\nHello\n/quit\nnever read\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "plasma_pipeline.serve_cli", "chat", "--model", str(toy_model_dir),
+         "--temperature", "0", "--max-new-tokens", "12", "--device", "cpu"],
+        input=script, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    replies = [line[len("assistant> "):] for line in lines if line.startswith("assistant> ")]
+    assert len(replies) == 3 and "(history cleared)" in lines
+    gen = Generator(toy_model_dir, device="cpu")
+    kw = dict(max_new_tokens=12, temperature=0)
+    first = gen.reply([{"role": "user", "content": "Hello"}], **kw)
+    second = gen.reply([{"role": "user", "content": "Hello"}, {"role": "assistant", "content": first},
+                        {"role": "user", "content": "What is a river?"}], **kw)
+    assert first.strip()
+    assert replies == [first, second, first]  # history kept across turns, cleared by /reset
+
+
+def test_generate_base_and_chat(toy_model_dir, capsys):
+    gen = Generator(toy_model_dir, device="cpu")
+    assert main(["generate", "The river", "--model", str(toy_model_dir), "--temperature", "0",
+                 "--max-new-tokens", "10", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out == "The river" + "".join(gen.complete("The river", max_new_tokens=10, temperature=0)) + "\n"
+    assert main(["generate", "Hi", "--chat", "--model", str(toy_model_dir), "--temperature", "0.9", "--seed", "3",
+                 "--max-new-tokens", "10", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    want = gen.reply([{"role": "user", "content": "Hi"}], max_new_tokens=10, temperature=0.9, top_p=0.95, seed=3)
+    assert out == want + "\n"
+
+
+def test_export_command(toy_model_dir, tmp_path, capsys):
+    assert main(["export", "--hf", str(tmp_path / "hf"), "--model", str(toy_model_dir)]) == 0
+    names = {p.name for p in (tmp_path / "hf").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json",
+            "generation_config.json"} <= names
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+
+
+def test_unknown_command_and_bad_model(tmp_path, capsys):
+    assert main(["serve"]) == 2
+    try:
+        main(["generate", "x", "--model", str(tmp_path)])
+    except SystemExit as e:
+        assert "not a model directory" in str(e)
+    else:
+        raise AssertionError("a folder without model.safetensors must be rejected")
