@@ -227,6 +227,9 @@ def iter_doc_items(table: pa.Table, domain: str, stats: Counter, stdlib: str | N
         if not isinstance(meta, dict):
             meta = {}
         n_before = stats["items/" + domain]
+        if domain in ("wiki", "recipes") and meta.get("lang") not in (None, "en"):
+            stats[f"skipped/{domain}_not_english"] += 1  # the question templates are English
+            continue
         if domain == "wiki":
             title = meta.get("title") or ""
             extract = meta.get("extract")
