@@ -9,7 +9,7 @@ Format (every marker below is ONE token id, inserted as an id, never produced by
     [EOS]
 
 Ids: pad=0, unk=1, bos=2, eos=3, then CHAT_SPECIAL_TOKENS in order: <|system|>=4, <|user|>=5, <|assistant|>=6,
-<|end|>=7 (reserved by the tokenizer stage as user_defined_symbols; `special_ids` checks this at load).
+<|end|>=7 (reserved by the tokenizer stage as user_defined_symbols; `check_special_ids` checks this at load).
 Turn text is encoded with the tokenizer on its own (so it gets SentencePiece's usual leading "▁"); no newline
 or space is added around markers, the markers already separate turns.
 
