@@ -77,6 +77,7 @@ class ToxicityClassifierConfig:
     label_term_exclude: list[str] = field(default_factory=lambda: list(DEFAULT_LABEL_TERM_EXCLUDE))  # never label terms
     max_sentences_per_class: int = 4000  # per class, a seeded order-independent sample of this many sentences
     curated_clean_share: float = 0.5  # share of the clean class taken from clean_sources (rest: nlp-corpus)
+    balance_classes: bool = True  # repeat training sentences of the smaller class so both classes weigh the same
     min_words: int = 3  # sentences with fewer word tokens are skipped
     max_chars: int = 1000  # characters of each text the model sees
     holdout_fraction: float = 0.2  # share of sampled sentences held out for precision/recall
@@ -198,7 +199,7 @@ def train_toxicity_classifier(clean_text: Iterable[pa.Table], cfg: ToxicityClass
         raise ValueError(f"toxicity classifier needs sentences of both classes (got {len(pos)} toxic, {len(neg)} clean)")
     pos_train, pos_hold = split_holdout(pos, cfg.holdout_fraction, cfg.seed)
     neg_train, neg_hold = split_holdout(neg, cfg.holdout_fraction, cfg.seed)
-    train = pos_train + neg_train
+    train = pos_train + neg_train + (_repeat_smaller(pos_train, neg_train) if cfg.balance_classes else [])
     random.Random(cfg.seed).shuffle(train)
     hold = pos_hold + neg_hold
     y = np.array([ex.label == TOXIC for ex in hold])
@@ -242,7 +243,8 @@ def train_toxicity_classifier(clean_text: Iterable[pa.Table], cfg: ToxicityClass
             "sampled": {"toxic": len(pos), "clean_curated": len(clean_curated.items()),
                         "clean_offensive_corpus": len(clean_corpus.items())},
             "sampled_by_origin": dict(Counter(ex.origin for ex in pos + neg)),
-            "train": {"toxic": len(pos_train), "clean": len(neg_train)},
+            "train": {"toxic": len(pos_train), "clean": len(neg_train),
+                      "repeated_for_balance": len(train) - len(pos_train) - len(neg_train)},
             "holdout": {"toxic": len(pos_hold), "clean": len(neg_hold)},
         },
         "held_out": held_out,
@@ -252,6 +254,14 @@ def train_toxicity_classifier(clean_text: Iterable[pa.Table], cfg: ToxicityClass
         | {"thread": 1, "max_chars": cfg.max_chars},
         "train_seconds": round(time.time() - t0, 2),
     }
+
+
+def _repeat_smaller(a: list[Example], b: list[Example]) -> list[Example]:
+    """Extra copies of the smaller list (cycled) so that it matches the larger one in size."""
+    small, big = (a, b) if len(a) < len(b) else (b, a)
+    if not small:
+        return []
+    return [small[i % len(small)] for i in range(len(big) - len(small))]
 
 
 def _term_holdout_eval(train: list[Example], hold: list[Example], label_wl: Wordlist,
@@ -275,7 +285,7 @@ def _term_holdout_eval(train: list[Example], hold: list[Example], label_wl: Word
 
     return {
         "hidden_terms": len(hidden),
-        "train_sentences_removed": len(train) - len(train_b),
+        "train_sentences_removed": len({e.key for e in train} - {e.key for e in train_b}),
         "recall_unseen_term_toxic": flagged(unseen_toxic),
         "n_unseen_term_toxic": len(unseen_toxic),
         "recall_seen_term_toxic": flagged(seen_toxic),
@@ -307,5 +317,8 @@ def _label_text(cfg: ToxicityClassifierConfig, info: dict) -> str:
         "offensive_corpus_broad_only). nlp-corpus builds are random mixes of its sub-corpora (rap lyrics, Reddit, "
         "jokes, SMS, reviews, fiction, UN text) without per-sentence tags, so 'offensive' is selected by the word "
         f"list, not by file. Sentences with fewer than {cfg.min_words} word tokens are skipped; up to "
-        f"{cfg.max_sentences_per_class} per class are kept by lowest seeded hash; holdout_fraction are held out."
+        f"{cfg.max_sentences_per_class} per class are kept by lowest seeded hash; holdout_fraction are held out"
+        + ("; in training, the smaller class is repeated to the size of the larger (balance_classes), so "
+           "P(toxic) assumes equal priors while held-out precision is measured at the real sampled ratio."
+           if cfg.balance_classes else ".")
     )
