@@ -1,7 +1,7 @@
 """Config of the evaluation stage (stage 12), built by the recipe loader from the recipe's `evaluation:` section.
 
 evaluation:
-  max_val_rows: 64                 # val rows per domain scored for loss / bits-per-byte
+  val_max_rows: 64                 # val rows per domain scored for loss / bits-per-byte
   batch_size: 8
   prompts_per_domain: 4            # held-out battery prompts per domain
   max_new_tokens: 64
@@ -28,7 +28,7 @@ class EvalConfig:
     """What the evaluation stage measures and how it generates."""
 
     # Val rows scored per domain (loss, bits-per-byte); rows beyond this are skipped.
-    max_val_rows: int = 64
+    val_max_rows: int = 64
     # Rows per forward pass when scoring the val split.
     batch_size: int = 8
     # Held-out battery prompts generated per domain, per model.
@@ -49,7 +49,7 @@ class EvalConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("max_val_rows", "batch_size", "prompts_per_domain", "max_new_tokens"):
+        for name in ("val_max_rows", "batch_size", "prompts_per_domain", "max_new_tokens"):
             _pos_int(getattr(self, name), name)
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or self.temperature < 0:
             raise ValueError(f"temperature: expected a number >= 0, got {self.temperature!r}")
