@@ -156,6 +156,8 @@ class TrainConfig:
     """torch.compile the block function (cuda only)."""
     halt_at_step: int = 0
     """Stop after this step with a checkpoint, as if preempted (tests, preemptible jobs); 0 = off."""
+    speculative_adam: bool = True
+    """Streaming: step each layer on the host during backward assuming no clipping; undo/redo if clipped."""
     cpu_adam_threads: int = 0
     """Streaming: torch intra-op threads for the host AdamW (0 = torch default)."""
 

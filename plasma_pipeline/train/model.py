@@ -39,11 +39,11 @@ N_LAYER_MATRICES = 7
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """HF LlamaRMSNorm: normalise in fp32, cast back, scale."""
+    """HF LlamaRMSNorm: normalise in fp32, cast back, scale (weight in the activation dtype, as in a bf16 HF model)."""
     dtype = x.dtype
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(dtype)
+    return weight.to(dtype) * xf.to(dtype)
 
 
 def rope_cos_sin(seq_len: int, head_dim: int, theta: float, device, dtype, start_pos: int = 0):
@@ -226,8 +226,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, block_fn: Callable | None = None):
         super().__init__()
+        self._block_fn = [block_fn or make_block_fn(cfg)]  # in a list: not a submodule
         self.self_attn = Attention(cfg)
         self.mlp = MLP(cfg)
         self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -238,6 +239,9 @@ class Block(nn.Module):
         return [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight,
                 m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight,
                 self.input_layernorm.weight, self.post_attention_layernorm.weight]
+
+    def forward(self, x, cos, sin):
+        return self._block_fn[0](x, cos, sin, *self.params())
 
 
 class KVCache:
@@ -250,10 +254,10 @@ class KVCache:
 
 
 class Inner(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, block_fn: Callable | None = None):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(Block(cfg, block_fn) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
 
@@ -263,10 +267,9 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig, compile_blocks: bool = False, recompute: bool = False):
         super().__init__()
         self.cfg = cfg
-        self.model = Inner(cfg)
+        self.model = Inner(cfg, make_block_fn(cfg, compile_blocks))
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.tie_weights()
-        self.block_fn = make_block_fn(cfg, compile_blocks)
         self.recompute = recompute
 
     def tie_weights(self) -> None:
@@ -295,9 +298,9 @@ class Transformer(nn.Module):
         cos, sin = self._rope(input_ids.shape[1], 0, x.device, compute_dtype)
         for layer in self.model.layers:
             if self.recompute and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(self.block_fn, x, cos, sin, *layer.params(), use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, use_reentrant=False)
             else:
-                x = self.block_fn(x, cos, sin, *layer.params())
+                x = layer(x, cos, sin)
         return x
 
     def loss(self, input_ids, targets, mask, n_targets: int, compute_dtype=torch.float32) -> torch.Tensor:

@@ -72,3 +72,43 @@ def adamw_flat_(
         p.addcdiv_(m, denom, value=-step_size)
         if work_out is not None:
             work_out[s:e].copy_(p)
+
+
+@torch.no_grad()
+def adamw_undo_flat_(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    *,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    n_decay: int,
+    grad_scale: float = 1.0,
+    chunk: int = 1 << 20,
+) -> None:
+    """Invert `adamw_flat_` with the same arguments (exact in real arithmetic, to rounding in floats).
+
+    The streaming engine steps each layer as soon as its gradient is on the host, assuming the global
+    norm will not be clipped; when it is, it undoes that step and redoes it with the clip coefficient.
+    """
+    bc1 = 1.0 - beta1**step
+    bc2_sqrt = math.sqrt(1.0 - beta2**step)
+    step_size = lr / bc1
+    n = param.numel()
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        p, m, v = param[s:e], exp_avg[s:e], exp_avg_sq[s:e]
+        g = grad[s:e].float() if grad.dtype != torch.float32 else grad[s:e].clone()
+        if grad_scale != 1.0:
+            g.mul_(grad_scale)
+        denom = torch.sqrt(v).div_(bc2_sqrt).add_(eps)
+        p.addcdiv_(m, denom, value=step_size)
+        if weight_decay != 0.0 and s < n_decay:
+            p[: min(e, n_decay) - s].div_(1.0 - lr * weight_decay)
+        v.addcmul_(g, g, value=-(1.0 - beta2)).div_(beta2).clamp_min_(0.0)
+        m.add_(g, alpha=-(1.0 - beta1)).div_(beta1)

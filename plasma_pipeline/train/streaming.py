@@ -19,6 +19,7 @@ pinned bf16 gradient 2 = 16 bytes (on cpu/fp32 the working copy is the master it
 from __future__ import annotations
 
 import math
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -28,7 +29,26 @@ from plasma_pipeline.train.config import ModelConfig, TrainConfig
 from plasma_pipeline.train.data import Batch
 from plasma_pipeline.train.engine import StepStats, autocast_ctx, split_batch, to_device
 from plasma_pipeline.train.model import embed, head_loss, init_unit_, make_block_fn, rope_cos_sin, unit_specs
-from plasma_pipeline.train.optim import adamw_flat_
+from plasma_pipeline.train.optim import adamw_flat_, adamw_undo_flat_
+
+
+def _pinned_empty(numel: int, dtype: torch.dtype, cuda: bool) -> torch.Tensor:
+    """Host tensor page-locked with cudaHostRegister (exact size); pin_memory=True as a fallback."""
+    t = torch.empty(numel, dtype=dtype)
+    if not cuda:
+        return t
+    t.zero_()  # touch the pages so registration does not race first use
+    try:
+        rc = torch.cuda.cudart().cudaHostRegister(t.data_ptr(), t.numel() * t.element_size(), 0)
+        if int(rc) == 0 and t.is_pinned():
+            _REGISTERED.append(t)  # never unregistered: lives as long as the process
+            return t
+    except Exception:
+        pass
+    return torch.empty(numel, dtype=dtype, pin_memory=True)
+
+
+_REGISTERED: list[torch.Tensor] = []
 
 
 class _Timer:
@@ -69,9 +89,15 @@ class StreamingEngine:
         self.block_fn = make_block_fn(mcfg, tcfg.compile and self.cuda)
         if tcfg.cpu_adam_threads > 0:
             torch.set_num_threads(tcfg.cpu_adam_threads)
-        pin = self.cuda
+        elif self.cuda:  # leave cores for the thread that launches GPU work
+            torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 2)))
         self.alias = dtype == torch.float32 and not self.cuda  # working copy is the master itself
+        total = sum(spec.numel for spec in self.specs)
+        # Two host slabs (bf16 working weights, bf16 grads), page-locked exactly (no power-of-two rounding).
+        work_slab = None if self.alias else _pinned_empty(total, dtype, self.cuda)
+        grad_slab = _pinned_empty(total, dtype, self.cuda)
         self.master, self.exp_avg, self.exp_avg_sq, self.work, self.hgrad = [], [], [], [], []
+        off = 0
         for ui, spec in enumerate(self.specs):
             master = torch.empty(spec.numel, dtype=torch.float32)
             if weights is not None:
@@ -89,10 +115,11 @@ class StreamingEngine:
             if self.alias:
                 self.work.append(master)
             else:
-                w = torch.empty(spec.numel, dtype=dtype, pin_memory=pin)
+                w = work_slab[off : off + spec.numel]
                 w.copy_(master)
                 self.work.append(w)
-            self.hgrad.append(torch.empty(spec.numel, dtype=dtype, pin_memory=pin))
+            self.hgrad.append(grad_slab[off : off + spec.numel])
+            off += spec.numel
         n_layer = max(s.numel for s in self.specs[1:]) if len(self.specs) > 1 else 1
         self.dbuf_outer = torch.empty(self.specs[0].numel, dtype=dtype, device=device)
         self.dbuf = [torch.empty(n_layer, dtype=dtype, device=device) for _ in range(2)]
@@ -174,16 +201,24 @@ class StreamingEngine:
 
     # ------------------------------------------------------------------ host optimizer
 
-    def _adam_task(self, ui: int, lr: float, step: int, scale: float) -> None:
+    def _adam_task(self, ui: int, lr: float, step: int, scale: float, undo_first: bool = False) -> None:
+        """AdamW for one unit on the host; with undo_first, first revert the speculative unclipped step."""
         if self.d2h_done[ui] is not None:
             self.d2h_done[ui].synchronize()
         t0 = time.perf_counter()
         t = self.tcfg
-        adamw_flat_(self.master[ui], self.hgrad[ui], self.exp_avg[ui], self.exp_avg_sq[ui], step=step, lr=lr,
-                    beta1=t.beta1, beta2=t.beta2, eps=t.eps, weight_decay=t.weight_decay,
-                    n_decay=self.specs[ui].n_decay, grad_scale=scale,
-                    work_out=None if self.alias else self.work[ui])
+        kw = dict(step=step, lr=lr, beta1=t.beta1, beta2=t.beta2, eps=t.eps, weight_decay=t.weight_decay,
+                  n_decay=self.specs[ui].n_decay)
+        args = (self.master[ui], self.hgrad[ui], self.exp_avg[ui], self.exp_avg_sq[ui])
+        if undo_first:
+            adamw_undo_flat_(*args, grad_scale=1.0, **kw)
+        adamw_flat_(*args, grad_scale=scale, work_out=None if self.alias else self.work[ui], **kw)
         self.adam_time += time.perf_counter() - t0
+
+    def _speculate(self, ui: int, lr: float) -> None:
+        """Step unit ui now, assuming the global grad norm will not be clipped (checked when backward ends)."""
+        if self.tcfg.speculative_adam:
+            self.futures[ui] = self.pool.submit(self._adam_task, ui, lr, self.step + 1, 1.0)
 
     def sync(self) -> None:
         """Wait for every pending host optimizer step."""
@@ -287,6 +322,7 @@ class StreamingEngine:
             if li > 0:
                 self._layer_buffer(li - 1)  # prefetch into the buffer freed by layer li + 1
             self._send_grad(li + 1, flat)
+            self._speculate(li + 1, lr)
             del flat, leaves
 
         # Embedding backward (tied: accumulates onto the head's gradient).
@@ -300,6 +336,7 @@ class StreamingEngine:
         sqnorm += outer_grad.pow(2).sum()
         self.timer.stop(tok)
         self._send_grad(0, outer_grad)
+        self._speculate(0, lr)
         del gys, outer_grad, og
 
         norm = math.sqrt(float(sqnorm.item()))  # synchronises the compute stream
@@ -311,19 +348,25 @@ class StreamingEngine:
         if self.cuda:
             self.d2h_stream.synchronize()
         timings = self.timer.totals()
-        prev_adam, self.adam_time = self.adam_time, 0.0
-        for ui in range(len(self.specs)):  # forward order: the next step needs the outer unit first
-            self.futures[ui] = self.pool.submit(self._adam_task, ui, lr, self.step, scale)
+        clipped = scale < 1.0
+        if self.tcfg.speculative_adam:
+            # Units were stepped unclipped during backward; redo them only if the norm was clipped.
+            if clipped:
+                for ui in range(len(self.specs)):  # forward order: the next step needs the outer unit first
+                    self.futures[ui] = self.pool.submit(self._adam_task, ui, lr, self.step, scale, True)
+        else:
+            for ui in range(len(self.specs)):
+                self.futures[ui] = self.pool.submit(self._adam_task, ui, lr, self.step, scale)
         if not self.cuda:
             self.sync()
-            prev_adam = self.adam_time
-            self.adam_time = 0.0
+        prev_adam, self.adam_time = self.adam_time, 0.0
         wall = time.perf_counter() - t_start
         return StepStats(
             loss=loss_v, grad_norm=norm, wall_s=wall,
             compute_s=timings.get("compute", wall if not self.cuda else 0.0),
             h2d_s=timings.get("h2d", 0.0), d2h_s=timings.get("d2h", 0.0),
             cpu_adam_s=prev_adam, adam_wait_s=self.adam_wait, streamed_bytes=self.streamed,
+            extra={"clipped": clipped},
         )
 
     @torch.no_grad()

@@ -1,0 +1,344 @@
+"""Trainer benchmark: resident vs streaming vs FSDP2+CPUOffloadPolicy on one GPU, plus GPU twins.
+
+    python benchmarks/trainer.py --out results.json                 # everything (GPU)
+    python benchmarks/trainer.py --only twins,235m --out r.json     # a subset (names: twins 235m 1.2b 2.4b 7b)
+    python benchmarks/trainer.py --quick                            # CPU smoke run with tiny shapes
+
+Each variant runs in its own subprocess (clean GPU/host peak memory, a crash or OOM costs one row) under a
+timeout; results are appended to the JSON file as they come. Throughput is measured on random tokens after
+warm-up steps (torch.compile happens there); model TFLOP/s = 6 * N * tokens/s, N = parameters (tied counted
+once); MFU against 989 TFLOP/s (H100 dense bf16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SEQ = 1024
+
+# (group, model, variant, batch, micro, compile, timeout_s)
+PLAN = [
+    ("235m", "plasma-1.0-235m", "resident", 32, 16, True, 150),
+    ("235m", "plasma-1.0-235m", "streaming", 32, 16, True, 150),
+    ("235m", "plasma-1.0-235m", "fsdp2_offload", 32, 0, False, 150),
+    ("1.2b", "1.2b", "resident", 64, 8, False, 150),
+    ("1.2b", "1.2b", "streaming", 64, 8, False, 150),
+    ("1.2b", "1.2b", "fsdp2_offload", 64, 0, False, 180),
+    ("2.4b", "2.4b", "resident", 64, 4, False, 180),
+    ("2.4b", "2.4b", "streaming", 64, 8, False, 180),
+    ("2.4b", "2.4b", "fsdp2_offload", 64, 0, False, 240),
+    ("7b", "7b", "streaming", 96, 8, True, 420),
+]
+QUICK_PLAN = [
+    ("235m", "toy", "resident", 4, 2, False, 120),
+    ("235m", "toy", "streaming", 4, 2, False, 120),
+    ("235m", "toy", "fsdp2_offload", 4, 0, False, 120),  # needs cuda (CPUOffloadPolicy pins memory)
+]
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def _random_batch(batch: int, seq: int, vocab: int, gen):
+    import torch
+
+    from plasma_pipeline.train.data import Batch
+
+    t = torch.randint(0, vocab, (batch, seq + 1), generator=gen)
+    return Batch(inputs=t[:, :-1].contiguous(), targets=t[:, 1:].contiguous(), mask=None)
+
+
+def _summarise(spec: dict, stats: list, n_params: int, tokens: int, device, dtype, setup_s: float) -> dict:
+    import torch
+
+    from plasma_pipeline.train.metrics import host_memory_bytes, peak_flops
+
+    timed = stats[spec["warmup"]:]
+    step_s = statistics.median(s.wall_s for s in timed)
+    tps = tokens / step_s
+    tflops = 6 * n_params * tps / 1e12
+    peak = peak_flops(device, dtype)
+
+    def mean(attr):
+        return round(statistics.mean(getattr(s, attr) for s in timed), 4)
+
+    _, rss_peak = host_memory_bytes()
+    return {
+        **spec, "n_params": n_params, "tokens_per_step": tokens, "step_s": round(step_s, 4),
+        "tokens_per_s": round(tps, 1), "model_tflops": round(tflops, 1),
+        "mfu": None if peak is None else round(tflops * 1e12 / peak, 4),
+        "compute_s": mean("compute_s"), "h2d_s": mean("h2d_s"), "d2h_s": mean("d2h_s"),
+        "cpu_adam_s": mean("cpu_adam_s"), "adam_wait_s": mean("adam_wait_s"), "idle_s": mean("idle_s"),
+        "overlap": None if timed[0].overlap is None else round(statistics.mean(s.overlap or 0 for s in timed), 4),
+        "streamed_gb_per_step": round(statistics.mean(s.streamed_bytes for s in timed) / 1e9, 2),
+        "clipped_steps": sum(bool(s.extra.get("clipped")) for s in stats),
+        "losses": [round(s.loss, 4) for s in stats],
+        "gpu_peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
+        "gpu_reserved_gb": round(torch.cuda.max_memory_reserved() / 2**30, 2) if device.type == "cuda" else None,
+        "host_peak_rss_gb": round(rss_peak / 2**30, 2), "host_bytes_per_param": round(rss_peak / n_params, 2),
+        "setup_s": round(setup_s, 1),
+        "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+    }
+
+
+def _loss_module_cls():
+    import torch.nn as nn
+
+    class LossModule(nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, ids, tgt, n_targets, dtype):
+            return self.inner.loss(ids, tgt, None, n_targets, dtype)
+
+    return LossModule
+
+
+def _LossModule(model):
+    return _loss_module_cls()(model)
+
+
+class _FSDPEngine:
+    """PyTorch FSDP2 (fully_shard per block + root) with CPUOffloadPolicy on a one-rank group: the baseline."""
+
+    def __init__(self, mcfg, tcfg, device, dtype):
+        import torch
+        import torch.distributed as dist
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
+        from plasma_pipeline.train.model import build_model
+
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29517")
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
+        self.model = build_model(mcfg, device=device, seed=tcfg.seed, recompute=True)
+        mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+        for layer in self.model.model.layers:
+            fully_shard(layer, mp_policy=mp, offload_policy=CPUOffloadPolicy())
+        # FSDP2 hooks run on forward(): the root must be called, so wrap loss() in a module's forward.
+        self.root = _LossModule(self.model)
+        fully_shard(self.root, mp_policy=mp, offload_policy=CPUOffloadPolicy())
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+        params = list(self.model.parameters())
+        self.params = params
+        self.opt = torch.optim.AdamW(
+            [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tcfg.weight_decay},
+             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+            lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2), eps=tcfg.eps)
+        self.device, self.dtype, self.tcfg = device, dtype, tcfg
+        self.step = 0
+
+    def train_step(self, batch, lr):
+        import torch
+
+        from plasma_pipeline.train.engine import StepStats
+
+        t0 = time.perf_counter()
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        ids = batch.inputs.to(self.device, non_blocking=True)
+        tgt = batch.targets.to(self.device, non_blocking=True)
+        loss = self.root(ids, tgt, batch.n_targets, self.dtype)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.tcfg.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        lv, nv = float(loss.item()), float(norm.full_tensor().item() if hasattr(norm, "full_tensor") else norm)
+        wall = time.perf_counter() - t0
+        return StepStats(loss=lv, grad_norm=nv, wall_s=wall, compute_s=wall, extra={"clipped": nv > self.tcfg.grad_clip})
+
+    def close(self):
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def worker_bench(spec: dict) -> dict:
+    import torch
+
+    from plasma_pipeline.train.config import TrainConfig
+    from plasma_pipeline.train.trainer import build_engine
+
+    t0 = time.perf_counter()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    seq = spec["seq"]
+    cfg = TrainConfig(model=spec["model"], model_overrides={"max_seq_len": max(seq, 64)}, steps=1000,
+                      batch_size=spec["batch"], micro_batch=spec["micro"], lr=3e-4, warmup=0, grad_clip=1.0,
+                      engine="streaming" if spec["variant"] == "streaming" else "resident",
+                      compile=spec["compile"], device=device.type)
+    mcfg = cfg.model_config()
+    if spec["variant"] == "fsdp2_offload":
+        engine = _FSDPEngine(mcfg, cfg, device, dtype)
+    else:
+        engine = build_engine(cfg, mcfg, device, dtype)
+    setup_s = time.perf_counter() - t0
+    gen = torch.Generator().manual_seed(0)
+    stats = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(spec["warmup"] + spec["steps"]):
+        batch = _random_batch(spec["batch"], seq, mcfg.vocab_size, gen)
+        stats.append(engine.train_step(batch, cfg.lr))
+        print(f"  step {i}: {stats[-1].wall_s:.3f}s loss {stats[-1].loss:.4f}", file=sys.stderr, flush=True)
+    out = _summarise(spec, stats, mcfg.num_params(), spec["batch"] * seq, device, dtype, setup_s)
+    engine.close()
+    return out
+
+
+def worker_twins(spec: dict) -> dict:
+    """Resident vs streaming on the GPU in bf16: losses over 50 steps within 1e-3 (relative)."""
+    import tempfile
+
+    import torch
+
+    from plasma_pipeline.train.config import TrainConfig
+    from plasma_pipeline.train.data import TokenLoader
+    from plasma_pipeline.train.optim import lr_at
+    from plasma_pipeline.train.trainer import build_engine
+    from plasma_pipeline_tests.train.shards import write_shards
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    data = write_shards(Path(tempfile.mkdtemp()), seq_len=256, vocab=4096, train_files=2, rows_per_file=256)
+    overrides = {"dim": 256, "n_layers": 4, "n_heads": 8, "n_kv_heads": 2, "ffn_dim": 704, "vocab_size": 4096,
+                 "max_seq_len": 256}
+    steps = spec.get("steps", 50)
+    result = {"kind": "twins", "steps": steps, "dtype": str(dtype), "model": overrides}
+    for clip in (1.0, 0.05):  # 0.05: every step clipped, so the streaming undo/redo path runs too
+        losses, weights = {}, {}
+        for eng in ("resident", "streaming"):
+            cfg = TrainConfig(model="toy", model_overrides=overrides, data_dir=str(data), steps=steps, batch_size=16,
+                              lr=1e-3, warmup=5, grad_clip=clip, engine=eng, device=device.type)
+            e = build_engine(cfg, cfg.model_config(), device, dtype)
+            ld = TokenLoader(data, cfg.batch_size, cfg.seed)
+            losses[eng] = [e.train_step(ld.next_batch(), lr_at(s + 1, cfg.lr, cfg.warmup, steps, 0.1)).loss
+                           for s in range(steps)]
+            weights[eng] = e.state_dict()
+            e.close()
+        a, b = losses["resident"], losses["streaming"]
+        rel = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+        wdiff = max(float((weights["resident"][k] - weights["streaming"][k]).abs().max()) for k in weights["resident"])
+        result[f"clip{clip}"] = {"max_rel_loss_diff": rel, "max_abs_weight_diff": wdiff, "pass": rel < 1e-3,
+                                 "loss_first": a[0], "loss_last_resident": a[-1], "loss_last_streaming": b[-1]}
+    result["device_name"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    result["pass"] = all(result[k]["pass"] for k in ("clip1.0", "clip0.05"))
+    return result
+
+
+def adam_microbench() -> dict:
+    """Host AdamW throughput (params/s) of the flat-buffer implementation the streaming engine uses."""
+    import torch
+
+    from plasma_pipeline.train.optim import adamw_flat_
+
+    n = 1 << 28
+    p, m, v = torch.randn(n), torch.zeros(n), torch.zeros(n)
+    g = torch.randn(n).to(torch.bfloat16)
+    w = torch.empty(n, dtype=torch.bfloat16)
+    kw = dict(lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, n_decay=n, work_out=w)
+    out = {"threads": torch.get_num_threads(), "numel": n}
+    for chunk in (1 << 16, 1 << 18, 1 << 20):
+        adamw_flat_(p, g, m, v, step=1, chunk=chunk, **kw)
+        t = time.perf_counter()
+        adamw_flat_(p, g, m, v, step=2, chunk=chunk, **kw)
+        dt = time.perf_counter() - t
+        out[f"chunk{chunk}_gparams_per_s"] = round(n / dt / 1e9, 3)
+    return out
+
+
+# ----------------------------------------------------------------------------- orchestrator
+
+
+def run_variant(spec: dict, timeout: int) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    t0 = time.time()
+    try:
+        p = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
+                           timeout=timeout, env=env, cwd=ROOT)
+    except subprocess.TimeoutExpired as e:
+        tail = (e.stderr or b"")[-1500:]
+        return {**spec, "error": f"timeout after {timeout}s", "stderr_tail": tail.decode() if isinstance(tail, bytes) else tail}
+    for line in reversed(p.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            r = json.loads(line[7:])
+            r["wall_s"] = round(time.time() - t0, 1)
+            return r
+    return {**spec, "error": f"exit {p.returncode}", "stderr_tail": p.stderr[-3000:]}
+
+
+def fmt_row(r: dict) -> str:
+    if "error" in r:
+        return f"{r.get('model', r.get('kind')):>16} {r.get('variant', ''):>14}  ERROR {r['error']}"
+    if r.get("kind") == "twins":
+        return f"{'twins':>16} {'':>14}  pass={r['pass']} " + " ".join(
+            f"{k}: rel={r[k]['max_rel_loss_diff']:.2e} w={r[k]['max_abs_weight_diff']:.2e}" for k in ("clip1.0", "clip0.05"))
+    if r.get("kind") == "adam":
+        return f"{'host adamw':>16} {'':>14}  " + json.dumps(r)
+    return (f"{r['model']:>16} {r['variant']:>14}  tok/s {r['tokens_per_s']:>10.0f}  TFLOP/s {r['model_tflops']:>6.1f}  "
+            f"MFU {r['mfu']}  step {r['step_s']:.3f}s  comp {r['compute_s']:.3f} h2d {r['h2d_s']:.3f} "
+            f"d2h {r['d2h_s']:.3f} adam {r['cpu_adam_s']:.3f} wait {r['adam_wait_s']:.3f} idle {r['idle_s']:.3f}  "
+            f"gpu {r['gpu_peak_gb']}G host {r['host_peak_rss_gb']}G ({r['host_bytes_per_param']} B/param) "
+            f"clipped {r['clipped_steps']}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--worker")
+    ap.add_argument("--out", default="trainer_bench.json")
+    ap.add_argument("--only", default="")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--budget-s", type=int, default=3600, help="skip variants that would start after this")
+    args = ap.parse_args()
+    if args.worker:
+        spec = json.loads(args.worker)
+        fn = {"twins": worker_twins, "adam": lambda s: {"kind": "adam", **adam_microbench()}}.get(spec.get("kind"), worker_bench)
+        print("RESULT " + json.dumps(fn(spec)), flush=True)
+        return 0
+
+    only = set(filter(None, args.only.split(",")))
+    results, out = [], Path(args.out)
+    t_start = time.time()
+
+    def record(r):
+        r["date"] = time.strftime("%Y-%m-%d")
+        results.append(r)
+        out.write_text(json.dumps(results, indent=1))
+        print(fmt_row(r), flush=True)
+
+    if not only or "twins" in only:
+        record(run_variant({"kind": "twins", "steps": 8 if args.quick else 50}, 300))
+    if not only or "adam" in only:
+        if not args.quick:
+            record(run_variant({"kind": "adam"}, 120))
+    for group, model, variant, batch, micro, comp, timeout in (QUICK_PLAN if args.quick else PLAN):
+        if only and group not in only:
+            continue
+        if time.time() - t_start > args.budget_s:
+            record({"model": model, "variant": variant, "error": "skipped: out of time budget"})
+            continue
+        spec = {"model": model, "variant": variant, "batch": batch, "micro": micro, "compile": comp,
+                "seq": 64 if args.quick else SEQ, "steps": args.steps, "warmup": args.warmup}
+        record(run_variant(spec, timeout))
+    print("\n".join(fmt_row(r) for r in results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
