@@ -221,6 +221,29 @@ def evaluate(y_true: np.ndarray, p: np.ndarray, sweep: Sequence[float]) -> dict:
     }
 
 
+CLASSIFIER_INFO = "classifier.json"
+
+
+def write_classifier_info(out_dir: Path, info: dict) -> None:
+    """out_dir/classifier.json: which files scoring uses. Content only (no timings), so that a deterministic
+    retrain yields a byte-identical asset folder and an unchanged data version."""
+    import json
+
+    (out_dir / CLASSIFIER_INFO).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_classifier_info(model_dir: str | Path) -> dict:
+    """The classifier.json of an asset folder; a folder without one (older layout) falls back to model.bin."""
+    import json
+
+    p = Path(model_dir) / CLASSIFIER_INFO
+    if p.exists():
+        return json.loads(p.read_text(encoding="utf-8"))
+    if (Path(model_dir) / "model.bin").exists():
+        return {"model_file": "model.bin"}
+    raise FileNotFoundError(f"{model_dir}: neither {CLASSIFIER_INFO} nor model.bin found (not a classifier folder?)")
+
+
 def save_model(model, out_dir: Path, train_file: str, quantize: bool, cutoff: int = 0) -> dict[str, str]:
     """Write model.bin, and model.ftz when asked (product-quantised; with a cutoff, the kept rows are retrained)."""
     files = {"bin": "model.bin"}

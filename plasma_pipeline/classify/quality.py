@@ -31,6 +31,7 @@ from plasma_pipeline.classify.fasttext_model import (
     save_model,
     split_holdout,
     train_fasttext,
+    write_classifier_info,
 )
 
 QUALITY_POSITIVE, QUALITY_NEGATIVE = "hq", "lq"
@@ -162,13 +163,14 @@ def train_quality_classifier(positives: Iterable[pa.Table], negatives: Iterable[
     finally:
         Path(train_file).unlink(missing_ok=True)
 
+    write_classifier_info(out_dir, {"model_file": model_file, "label": QUALITY_POSITIVE, "max_chars": cfg.max_chars})
     stats["train/positive"] += len(pos_train)
     stats["train/negative"] += len(neg_train)
     stats["train/shuffled_negative"] += len(shuf_train)
     stats["holdout/docs"] += len(hold)
     return {
         "model_file": model_file,
-        "files": sorted(files.values()),
+        "files": sorted([*files.values(), "classifier.json"]),
         "labels": {"positive": f"__label__{QUALITY_POSITIVE}", "negative": f"__label__{QUALITY_NEGATIVE}"},
         "label_construction": _label_text(cfg),
         "positive_sources": cfg.positive_sources,

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from plasma_pipeline.classify.fasttext_model import load_model, predict_proba
+from plasma_pipeline.classify.fasttext_model import load_model, predict_proba, read_classifier_info
 from plasma_pipeline.classify.quality import QUALITY_POSITIVE
 from plasma_pipeline.classify.toxicity import TOXIC
 from plasma_pipeline.classify.wordlist import Wordlist
@@ -105,3 +105,13 @@ def score_table(table: pa.Table, quality_model_path: str | Path, toxicity_model_
     out = out.append_column(pa.field("toxicity", pa.float32()), pa.array(toxicity.astype(np.float32)))
     out = out.filter(pa.array(keep))
     return out.select(SCORED_SCHEMA.names).cast(SCORED_SCHEMA)
+
+
+def score_shard(table: pa.Table, quality_dir: str | Path, toxicity_dir: str | Path, cfg: ScoreConfig,
+                stats: Counter) -> pa.Table:
+    """`score_table` given the two classifier asset folders (model files named by their classifier.json)."""
+    q = read_classifier_info(quality_dir)
+    t = read_classifier_info(toxicity_dir)
+    wordlist = Path(toxicity_dir) / t["wordlist_file"] if t.get("wordlist_file") else None
+    return score_table(table, Path(quality_dir) / q["model_file"], Path(toxicity_dir) / t["model_file"], wordlist,
+                       cfg, stats)

@@ -49,6 +49,7 @@ from plasma_pipeline.classify.fasttext_model import (
     split_holdout,
     train_fasttext,
     unit_hash,
+    write_classifier_info,
 )
 from plasma_pipeline.classify.quality import SWEEP, check_fasttext_fields
 from plasma_pipeline.classify.wordlist import Wordlist, read_terms, tokens
@@ -221,12 +222,14 @@ def train_toxicity_classifier(clean_text: Iterable[pa.Table], cfg: ToxicityClass
 
     term_holdout = _term_holdout_eval(train, hold, label_wl, cfg, out_dir) if cfg.term_holdout_fraction > 0 else None
 
+    write_classifier_info(out_dir, {"model_file": model_file, "label": TOXIC, "max_chars": cfg.max_chars,
+                                    "wordlist_file": "wordlist.txt"})
     stats["train/toxic"] += len(pos_train)
     stats["train/clean"] += len(neg_train)
     stats["holdout/sentences"] += len(hold)
     return {
         "model_file": model_file,
-        "files": sorted(files.values()) + ["wordlist.txt"],
+        "files": sorted([*files.values(), "classifier.json", "wordlist.txt"]),
         "wordlist_file": "wordlist.txt",
         "labels": {"positive": f"__label__{TOXIC}", "negative": f"__label__{CLEAN}"},
         "label_construction": _label_text(cfg, wl_info),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -42,7 +43,9 @@ def test_unseen_documents(quality_model):
 def test_files_counts_and_metadata(quality_model):
     out, meta, stats = quality_model
     assert (out / "model.bin").stat().st_size > 0
-    assert meta["model_file"] == "model.bin" and meta["files"] == ["model.bin"]
+    assert meta["model_file"] == "model.bin" and meta["files"] == ["classifier.json", "model.bin"]
+    assert sorted(p.name for p in out.iterdir()) == meta["files"]  # nothing else left in the asset folder
+    assert json.loads((out / "classifier.json").read_text())["model_file"] == "model.bin"
     assert not list(out.glob("train-*.txt")), "the training file must be removed"
     c = meta["counts"]
     assert sum(c["positive_sampled_by_source"].values()) == 600  # 750 seen, capped at max_docs_per_class
@@ -68,6 +71,9 @@ def test_deterministic_and_order_independent(tmp_path):
         preds.append(predict_proba(load_model(out / "model.bin"), probe, "hq", 4000))
     assert np.array_equal(preds[0], preds[1])
     assert np.array_equal(preds[0], preds[2])  # shard order does not matter
+    # Byte-identical files, so a rerun leaves the asset's data version (a hash of its files) unchanged.
+    for name in ("model.bin", "classifier.json"):
+        assert (tmp_path / "m0" / name).read_bytes() == (tmp_path / "m2" / name).read_bytes(), name
     assert metas[0]["held_out"] == metas[2]["held_out"]
     pos, neg = quality_inputs()
     other = train_quality_classifier(pos, neg, quality_config(max_docs_per_class=200, epoch=5, seed=1),

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from plasma_pipeline.classify import ScoreConfig, Wordlist, load_model, load_wordlist, predict_proba, score_table
+from plasma_pipeline.classify import ScoreConfig, Wordlist, load_model, load_wordlist, predict_proba, score_shard, score_table
 from plasma_pipeline.classify.score import wordlist_signal
 from plasma_pipeline.schema import SCORED_SCHEMA
 from plasma_pipeline_tests.classify import corpora as C
@@ -92,6 +92,16 @@ def test_thresholds_drop_the_right_docs(docs, quality_model, toxicity_model):
     assert min(kept.column("quality").to_pylist()) >= 0.5 and max(kept.column("toxicity").to_pylist()) <= 0.7
     assert not [i for i, r in expected_reason.items() if i.startswith("wiki_en") and r != "low_quality"]
     assert sum(i.startswith("wiki_en") for i in kept.column("id").to_pylist()) >= 76  # >= 95% of 80
+
+
+def test_score_shard_reads_the_asset_folders(docs, quality_model, toxicity_model):
+    """The lead's map_shards entry point: model files found through each folder's classifier.json."""
+    q, t, w = paths(quality_model, toxicity_model)
+    cfg = ScoreConfig(min_quality=0.5, max_toxicity=0.7)
+    s1, s2 = Counter(), Counter()
+    a = score_table(docs, q, t, w, cfg, s1)
+    b = pickle.loads(pickle.dumps(score_shard))(docs, str(quality_model[0]), str(toxicity_model[0]), cfg, s2)
+    assert a.equals(b) and s1 == s2
 
 
 def test_wordlist_rule_can_be_disabled(docs, quality_model, toxicity_model):

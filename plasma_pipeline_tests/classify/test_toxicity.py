@@ -58,7 +58,8 @@ def test_held_out_precision_recall(toxicity_model):
 def test_labels_and_wordlist_are_documented(toxicity_model):
     out, meta, stats = toxicity_model
     assert (out / "model.bin").stat().st_size > 0
-    assert meta["files"] == ["model.bin", "wordlist.txt"]
+    assert meta["files"] == ["classifier.json", "model.bin", "wordlist.txt"]
+    assert sorted(p.name for p in out.iterdir()) == meta["files"]
     wl = Wordlist.load(out / "wordlist.txt")
     info = meta["wordlists"]
     # better-profanity's 916 entries and LDNOOBW's 403 share 159 terms; 32 clinical/ambiguous ones are excluded.
