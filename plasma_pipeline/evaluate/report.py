@@ -121,7 +121,8 @@ def plot_losses(models: dict[str, str | Path], path: str | Path) -> Path:
         ax.set_xlabel("step")
         ax.set_ylabel("loss (nats/token)")
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", fontsize=8)
+        if m["train"] or m["val"]:
+            ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
