@@ -58,3 +58,24 @@ def test_unknown_command_and_bad_model(tmp_path, capsys):
         assert "not a model directory" in str(e)
     else:
         raise AssertionError("a folder without model.safetensors must be rejected")
+
+
+def test_default_model_is_the_published_version(tiny_recipe, toy_model_dir, monkeypatch):
+    from plasma_pipeline.defs.common import store_for
+    from plasma_pipeline.recipe import load_recipe
+    from plasma_pipeline.serve_cli import resolve_model
+
+    monkeypatch.setenv("PLASMA_RECIPE", str(tiny_recipe))
+    store = store_for(load_recipe(check_paths=False))
+    with store.writer("chat_model") as w:
+        for f in toy_model_dir.iterdir():
+            (w.dir / f.name).write_bytes(f.read_bytes())
+        version = w.publish()
+    assert resolve_model(None, "chat_model") == version.path
+    assert (resolve_model(None, "chat_model") / "model.safetensors").exists()
+    try:
+        resolve_model(None, "base_model")
+    except SystemExit as e:
+        assert "base_model" in str(e) and "--model" in str(e)
+    else:
+        raise AssertionError("an unpublished asset must give a clear error")
