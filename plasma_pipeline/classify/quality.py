@@ -196,7 +196,8 @@ def _per_source_accuracy(hold: list[Example], p: np.ndarray) -> dict[str, dict]:
     for src in sorted({ex.source for ex in hold}):
         idx = [i for i, ex in enumerate(hold) if ex.source == src]
         correct = sum((p[i] >= 0.5) == (hold[i].label == QUALITY_POSITIVE) for i in idx)
-        out[src] = {"n": len(idx), "accuracy": round(float(correct) / len(idx), 4), "mean_p_hq": round(float(p[idx].mean()), 4)}
+        out[src] = {"n": len(idx), "accuracy": round(float(correct) / len(idx), 4),
+                    "mean_p_hq": round(float(p[idx].mean()), 4)}
     return out
 
 

@@ -71,7 +71,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])|\n+")
 
 @dataclass
 class ToxicityClassifierConfig:
-    clean_sources: list[str] = field(default_factory=list)  # recipe sources whose clean docs give clean sentences
+    # recipe sources giving clean sentences (left empty, the asset uses the quality classifier's positive_sources)
+    clean_sources: list[str] = field(default_factory=list)
     offensive_corpus_glob: str = DEFAULT_OFFENSIVE_GLOB  # JSON arrays of sentences (npm nlp-corpus builds)
     wordlists: list[str] = field(default_factory=lambda: list(DEFAULT_WORDLISTS))  # files, or "better_profanity"
     label_terms_rule: str = "intersection"  # label terms: in every list ("intersection") or in any ("union")
@@ -190,14 +191,18 @@ def train_toxicity_classifier(clean_text: Iterable[pa.Table], cfg: ToxicityClass
 
     for key, sentence in iter_offensive_corpus(cfg.offensive_corpus_glob):
         offer(f"nlp-corpus/{key}", "nlp-corpus", sentence, True)
+    clean_docs_by_source: Counter = Counter()
     for doc_id, source, text in iter_docs(clean_text):
+        clean_docs_by_source[source] += 1
         for j, sentence in enumerate(split_sentences(text)):
             offer(f"{source}/{doc_id}#{j}", source, sentence, False)
 
     pos = toxic.items()
     neg = clean_curated.items() + clean_corpus.items()
     if not pos or not neg:
-        raise ValueError(f"toxicity classifier needs sentences of both classes (got {len(pos)} toxic, {len(neg)} clean)")
+        raise ValueError(
+            f"toxicity classifier needs sentences of both classes (got {len(pos)} toxic, {len(neg)} clean)"
+        )
     pos_train, pos_hold = split_holdout(pos, cfg.holdout_fraction, cfg.seed)
     neg_train, neg_hold = split_holdout(neg, cfg.holdout_fraction, cfg.seed)
     train = pos_train + neg_train + (_repeat_smaller(pos_train, neg_train) if cfg.balance_classes else [])
@@ -232,7 +237,7 @@ def train_toxicity_classifier(clean_text: Iterable[pa.Table], cfg: ToxicityClass
         "files": sorted([*files.values(), "classifier.json", "wordlist.txt"]),
         "wordlist_file": "wordlist.txt",
         "labels": {"positive": f"__label__{TOXIC}", "negative": f"__label__{CLEAN}"},
-        "label_construction": _label_text(cfg, wl_info),
+        "label_construction": _label_text(cfg, wl_info, sorted(clean_docs_by_source)),
         "circularity": (
             "Toxic labels are word-list hits, so held_out precision/recall are partly circular: they largely "
             "measure how well the model re-learns the list, and say nothing about toxicity without list terms "
@@ -240,7 +245,8 @@ def train_toxicity_classifier(clean_text: Iterable[pa.Table], cfg: ToxicityClass
             "toxic sentences whose label terms were never seen in training."
         ),
         "wordlists": wl_info,
-        "clean_sources": cfg.clean_sources,
+        "clean_sources": cfg.clean_sources,  # as configured; the tables actually given are in clean_docs_by_source
+        "clean_docs_by_source": dict(clean_docs_by_source),
         "counts": {
             "sentences_by_origin": dict(origins),
             "sampled": {"toxic": len(pos), "clean_curated": len(clean_curated.items()),
@@ -307,14 +313,14 @@ def _by_origin(hold: list[Example], p: np.ndarray) -> dict[str, dict]:
     return out
 
 
-def _label_text(cfg: ToxicityClassifierConfig, info: dict) -> str:
+def _label_text(cfg: ToxicityClassifierConfig, info: dict, clean_sources: list[str]) -> str:
     return (
         "No human-labelled toxicity data offline; labels come from word lists. Label terms = terms present in "
         f"{'every' if cfg.label_terms_rule == 'intersection' else 'any'} list of {cfg.wordlists} "
         f"({info['rule_terms']} terms) minus {len(info['excluded'])} clinical/ambiguous terms "
         f"(label_term_exclude) = {info['label_terms']} terms, matched as whole lower-case word tokens. "
         f"__label__toxic = any sentence (from {cfg.offensive_corpus_glob} or from the clean sources "
-        f"{cfg.clean_sources}, split at sentence ends) containing a label term. __label__clean = clean-source "
+        f"{clean_sources}, split at sentence ends) containing a label term. __label__clean = clean-source "
         "sentences with no label term (curated_clean_share of the class) plus nlp-corpus sentences with no label "
         "term (the rest; those that hit only the broader union of the lists are labelled clean too and counted as "
         "offensive_corpus_broad_only). nlp-corpus builds are random mixes of its sub-corpora (rap lyrics, Reddit, "

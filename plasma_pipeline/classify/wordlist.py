@@ -37,7 +37,9 @@ def resolve_wordlist_path(name: str) -> Path:
         if (repo_root / path).exists():
             path = repo_root / path
     if not path.exists():
-        raise FileNotFoundError(f"word list {name!r}: no such file (offline sources come from scripts/fetch_sources.py)")
+        raise FileNotFoundError(
+            f"word list {name!r}: no such file (offline sources come from scripts/fetch_sources.py)"
+        )
     return path
 
 

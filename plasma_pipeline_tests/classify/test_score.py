@@ -9,7 +9,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from plasma_pipeline.classify import ScoreConfig, Wordlist, load_model, load_wordlist, predict_proba, score_shard, score_table
+from plasma_pipeline.classify import (
+    ScoreConfig,
+    Wordlist,
+    load_model,
+    load_wordlist,
+    predict_proba,
+    score_shard,
+    score_table,
+)
 from plasma_pipeline.classify.score import wordlist_signal
 from plasma_pipeline.schema import SCORED_SCHEMA
 from plasma_pipeline_tests.classify import corpora as C

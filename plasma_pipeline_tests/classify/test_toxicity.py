@@ -65,6 +65,8 @@ def test_labels_and_wordlist_are_documented(toxicity_model):
     # better-profanity's 916 entries and LDNOOBW's 403 share 159 terms; 32 clinical/ambiguous ones are excluded.
     assert info["rule_terms"] == 159 and len(info["excluded"]) == 32 and info["label_terms"] == len(wl) == 127
     assert "fuck" in wl and "sex" not in wl and "god" not in wl and "class" not in wl
+    assert meta["clean_docs_by_source"] == {"wiki_en": 500, "recipes_en": 250}
+    assert "['recipes_en', 'wiki_en']" in meta["label_construction"]
     assert "circular" in meta["circularity"] and "word list" in meta["label_construction"]
     c = meta["counts"]
     assert set(c["sampled_by_origin"]) <= {"offensive_corpus_term", "clean_source_term", "clean_source",
