@@ -33,7 +33,9 @@ from plasma_pipeline.train.config import ModelConfig
 # Jinja rendering of plasma_pipeline.chat_template: BOS, then <|role|> content <|end|> per message, then an open
 # <|assistant|> for generation (or EOS after a finished conversation when add_generation_prompt is false).
 # Content is tokenised chunk by chunk between the special tokens, each chunk with SentencePiece's dummy prefix,
-# which is what encoding each turn's text on its own gives.
+# which is what encoding each turn's text on its own gives. One difference remains: transformers matches special
+# tokens inside message text, so a user who types "<|end|>" gets the marker id there, while our encode_text spells
+# it out as ordinary bytes (the injection guard). Serve untrusted text through chat_template.prompt_ids.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
