@@ -23,7 +23,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -31,7 +30,9 @@ from plasma_pipeline.dedup import minhash
 from plasma_pipeline.dedup.config import DedupConfig
 from plasma_pipeline.dedup.io import Shard, load_shard
 
-_EXACT_SEED_OFFSET = 7919
+_SET_BITS = 40  # shingle hash bits kept for the exact Jaccard (collisions ~ k^2 / 2^40 per pair: negligible)
+_TAG_SHIFT = np.uint64(_SET_BITS)
+_SET_MASK = np.uint64((1 << _SET_BITS) - 1)
 _JACCARD_BATCH = 4_000_000  # shingle hashes sorted together when confirming a batch of pairs
 
 
@@ -42,30 +43,24 @@ class ShardSignatures:
     ids: pa.Array  # document ids (string)
     sources: pa.Array  # source names (string)
     lengths: np.ndarray  # text length in characters (int64)
-    exact: np.ndarray  # hash of the normalised text (uint64)
+    exact: np.ndarray  # hash of the normalised text: its lower-cased word sequence (uint64)
     bands: np.ndarray  # docs x bands band hashes (uint64)
     has_shingles: np.ndarray  # False for docs without a single word (kept out of LSH)
     seconds: float = 0.0  # time spent on this shard
-
-
-def exact_hashes(texts, seed: int) -> np.ndarray:
-    """uint64 hash of NFKC-normalised, lower-cased, whitespace-collapsed text."""
-    s = minhash._as_text_series(texts)
-    norm = s.str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
-    return norm.hash(seed=seed + _EXACT_SEED_OFFSET).to_numpy().astype(np.uint64, copy=False)
 
 
 def signature_shard(table: pa.Table, cfg: DedupConfig) -> ShardSignatures:
     """Exact hashes and LSH band hashes of one shard (`table` has id, source and text columns)."""
     t0 = time.perf_counter()
     texts = table[cfg.text_field]
-    sh, n_sh = minhash.text_shingles(texts, cfg.ngram, cfg.seed)
+    word_h, n_words = minhash.word_hashes(texts, cfg.seed)
+    sh, n_sh = minhash.shingle_hashes(word_h, n_words, cfg.ngram)
     sig = minhash.signatures(sh, n_sh, cfg.num_perm, cfg.seed, cfg.backend)
     return ShardSignatures(
         ids=table[cfg.id_field].combine_chunks(),
         sources=pc.cast(table[cfg.source_field], pa.string()).combine_chunks(),
         lengths=pc.fill_null(pc.utf8_length(texts), 0).to_numpy().astype(np.int64),
-        exact=exact_hashes(texts, cfg.seed),
+        exact=minhash.sequence_hashes(word_h, n_words),
         bands=minhash.band_hashes(sig, cfg.bands, cfg.rows),
         has_shingles=n_sh > 0,
         seconds=time.perf_counter() - t0,
@@ -82,29 +77,44 @@ def _shingle_job(shard: Shard, shard_index: int, rows: np.ndarray, cfg: DedupCon
     table = load_shard(shard, cfg, shard_index, columns=[cfg.id_field, cfg.source_field, cfg.text_field])
     texts = table[cfg.text_field].take(pa.array(rows))
     sh, n_sh = minhash.text_shingles(texts, cfg.ngram, cfg.seed)
-    doc = np.repeat(np.arange(len(n_sh)), n_sh)
-    order = np.lexsort((sh, doc))
-    sh, doc = sh[order], doc[order]
-    keep = np.ones(len(sh), bool)
-    keep[1:] = (sh[1:] != sh[:-1]) | (doc[1:] != doc[:-1])
-    return sh[keep], np.bincount(doc[keep], minlength=len(n_sh)).astype(np.int64)
+    # one sort of (row << 40 | top 40 bits of the hash) gives each row's set, sorted and unique
+    key = _sorted_unique((np.repeat(np.arange(len(n_sh), dtype=np.uint64), n_sh) << _TAG_SHIFT) | (sh >> np.uint64(24)))
+    counts = np.bincount((key >> _TAG_SHIFT).astype(np.int64), minlength=len(n_sh)).astype(np.int64)
+    return key & _SET_MASK, counts
+
+
+def _warm(_: int) -> int:
+    return os.getpid()
+
+
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """np.unique by one sort (numpy 2's hash-based unique is several times slower on large uint64 arrays)."""
+    a = np.sort(a)
+    if len(a) < 2:
+        return a
+    return a[np.r_[True, a[1:] != a[:-1]]]
 
 
 class _Pool:
-    """A spawn-context process pool (or inline execution when processes == 1)."""
+    """Worker processes from a forkserver that has imported this module once (or inline when processes == 1).
+
+    Children fork from the single-threaded forkserver, never from the caller (which may run polars/rensa
+    thread pools or Dagster), and skip re-importing polars/pyarrow/numpy. Each child caps its Rust thread
+    pools to its share of the cores.
+    """
 
     def __init__(self, processes: int, n_tasks: int):
         self.processes = max(1, min(processes, n_tasks))
         self.executor = None
         if self.processes > 1:
-            saved = {k: os.environ.get(k) for k in ("POLARS_MAX_THREADS", "RAYON_NUM_THREADS")}
             per = str(max(1, (os.cpu_count() or 1) // self.processes))
+            saved = {k: os.environ.get(k) for k in ("POLARS_MAX_THREADS", "RAYON_NUM_THREADS")}
             os.environ.update({"POLARS_MAX_THREADS": per, "RAYON_NUM_THREADS": per})
             try:
-                self.executor = ProcessPoolExecutor(self.processes, mp_context=mp.get_context("spawn"))
-                self.executor.submit(int, 0).result()  # start workers while the env is set
-                for _ in range(self.processes - 1):
-                    self.executor.submit(int, 0)
+                ctx = mp.get_context("forkserver")
+                ctx.set_forkserver_preload([__name__])
+                self.executor = ProcessPoolExecutor(self.processes, mp_context=ctx)
+                list(self.executor.map(_warm, range(self.processes)))
             finally:
                 for k, v in saved.items():
                     if v is None:
@@ -256,12 +266,12 @@ def _bucket_pairs(keys: np.ndarray, docs: np.ndarray, full_pairs_max: int) -> np
 
 
 def _pair_jaccard(a: np.ndarray, b: np.ndarray, flat: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """True Jaccard of shingle sets for pairs of local doc indices (sets are sorted, unique)."""
+    """True Jaccard of shingle sets (40-bit hashes, sorted, unique) for pairs of local doc indices."""
     out = np.zeros(len(a), np.float64)
     i = 0
     while i < len(a):
         cost = np.cumsum(counts[a[i:]] + counts[b[i:]])
-        j = i + max(1, int(np.searchsorted(cost, _JACCARD_BATCH, side="right")))
+        j = i + max(1, min(1 << 23, int(np.searchsorted(cost, _JACCARD_BATCH, side="right"))))
         pa_, pb_ = a[i:j], b[i:j]
         parts, tags = [], []
         for side in (pa_, pb_):
@@ -269,12 +279,10 @@ def _pair_jaccard(a: np.ndarray, b: np.ndarray, flat: np.ndarray, starts: np.nda
             tot = int(c.sum())
             idx = np.repeat(starts[side], c) + (np.arange(tot) - np.repeat(np.cumsum(c) - c, c))
             parts.append(flat[idx])
-            tags.append(np.repeat(np.arange(len(side)), c))
-        v, t = np.concatenate(parts), np.concatenate(tags)
-        o = np.lexsort((v, t))
-        v, t = v[o], t[o]
-        same = (v[1:] == v[:-1]) & (t[1:] == t[:-1])
-        inter = np.bincount(t[1:][same], minlength=len(pa_)).astype(np.float64)
+            tags.append(np.repeat(np.arange(len(side), dtype=np.uint64), c))
+        key = np.sort((np.concatenate(tags) << _TAG_SHIFT) | np.concatenate(parts))
+        dup = key[1:][key[1:] == key[:-1]]  # a value in both sets of the same pair
+        inter = np.bincount((dup >> _TAG_SHIFT).astype(np.int64), minlength=len(pa_)).astype(np.float64)
         union = counts[pa_] + counts[pb_] - inter
         out[i:j] = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
         i = j
@@ -359,7 +367,7 @@ def _dedup_from_signatures(sigs, shards, cfg: DedupConfig, stats: Counter, pool:
         keys = np.asarray(index[b, lsh_docs])
         keys_all.append(_bucket_pairs(keys, lsh_docs, cfg.full_pairs_max))
         peak_band_bytes = max(peak_band_bytes, keys.nbytes * 3)
-    pairs = np.unique(np.concatenate(keys_all)) if keys_all else np.zeros(0, np.uint64)
+    pairs = _sorted_unique(np.concatenate(keys_all)) if keys_all else np.zeros(0, np.uint64)
     del keys_all
     if tmpdir is not None:
         del index
@@ -372,7 +380,7 @@ def _dedup_from_signatures(sigs, shards, cfg: DedupConfig, stats: Counter, pool:
     t = time.perf_counter()
     confirm_bytes = 0
     if cfg.confirm_threshold > 0 and len(pairs):
-        need = np.unique(np.concatenate([pa_idx, pb_idx]))
+        need = _sorted_unique(np.concatenate([pa_idx, pb_idx]))
         shard_of = np.searchsorted(offsets, need, side="right") - 1
         jobs = [(si, need[shard_of == si] - offsets[si]) for si in np.unique(shard_of)]
         res = pool.map(_shingle_job, [shards[si] for si, _ in jobs], [si for si, _ in jobs],

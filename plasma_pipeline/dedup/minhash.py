@@ -12,6 +12,7 @@ Both estimate the Jaccard of the same shingle sets, so LSH behaves the same up t
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
@@ -84,6 +85,26 @@ def shingle_hashes(word_h: np.ndarray, lens: np.ndarray, ngram: int) -> tuple[np
     return h[starts], n_sh
 
 
+def sequence_hashes(word_h: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """One uint64 per doc for its exact word sequence: wrapping sum of position-salted word hashes, mixed.
+
+    Two docs get the same value when they have the same lower-cased words in the same order, whatever their
+    punctuation, whitespace and case (the exact-dedup key).
+    """
+    m = len(lens)
+    starts = np.zeros(m + 1, np.int64)
+    np.cumsum(lens, out=starts[1:])
+    pos = (np.arange(len(word_h), dtype=np.int64) - np.repeat(starts[:-1], lens)).astype(np.uint64)
+    x = word_h ^ (pos * _POLY)
+    _splitmix(x)
+    out = np.zeros(m, np.uint64)
+    nonempty = np.flatnonzero(lens)
+    if len(nonempty):
+        out[nonempty] = np.add.reduceat(x, starts[nonempty])
+    out ^= lens.astype(np.uint64) * _MIX2
+    return _splitmix(out)
+
+
 def text_shingles(texts, ngram: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Shingle hashes (flat) and counts per doc for a batch of texts."""
     wh, lens = word_hashes(texts, seed)
@@ -133,7 +154,9 @@ def minhash_rensa(sh: np.ndarray, n_sh: np.ndarray, num_perm: int, seed: int) ->
         offsets = np.zeros(len(nonempty) + 1, np.uint64)
         np.cumsum(n_sh[nonempty], out=offsets[1:])
         mat = RMinHash.digest_matrix_from_flat_token_hashes(np.ascontiguousarray(sh), offsets, num_perm, seed)
-        sig[nonempty] = np.array(mat.to_rows(), dtype=np.uint32)
+        rows = mat.to_rows()
+        flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.uint32, count=len(rows) * num_perm)
+        sig[nonempty] = flat.reshape(len(rows), num_perm)
     return sig
 
 
