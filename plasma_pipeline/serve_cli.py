@@ -82,19 +82,34 @@ def cmd_chat(argv: list[str]) -> int:
     gen = Generator(resolve_model(args.model, "chat_model"), device=args.device)
     interactive = sys.stdin.isatty()
     system = [{"role": "system", "content": args.system}] if args.system else []
-    history: list[dict] = list(system)
     out = sys.stdout
     if interactive:
+        try:
+            import readline  # noqa: F401  (line editing and history for input at a terminal)
+        except ImportError:
+            pass
         out.write(f"plasma chat — {gen.model_dir} ({gen.cfg.num_params() / 1e6:.1f}M params). /reset, /quit\n")
+    try:
+        _repl(gen, args, kw, system, interactive, out)
+    except KeyboardInterrupt:
+        out.write("\n")
+    return 0
+
+
+def _repl(gen, args, kw: dict, system: list[dict], interactive: bool, out) -> None:
+    history: list[dict] = list(system)
     turn = 0
     while True:
         if interactive:
-            out.write("you> ")
-            out.flush()
-        line = sys.stdin.readline()
-        if not line:
-            break
-        text = line.rstrip("\n")
+            try:
+                text = input("you> ")
+            except EOFError:
+                break
+        else:
+            line = sys.stdin.readline()
+            if not line:
+                break
+            text = line.rstrip("\n")
         if not text.strip():
             continue
         if text.strip() == "/quit":
@@ -117,7 +132,6 @@ def cmd_chat(argv: list[str]) -> int:
         out.flush()
         history.append({"role": "assistant", "content": "".join(reply)})
         turn += 1
-    return 0
 
 
 def cmd_generate(argv: list[str]) -> int:

@@ -79,3 +79,20 @@ def test_default_model_is_the_published_version(tiny_recipe, toy_model_dir, monk
         assert "base_model" in str(e) and "--model" in str(e)
     else:
         raise AssertionError("an unpublished asset must give a clear error")
+
+
+def test_long_history_drops_oldest_exchanges_keeps_system(toy_model_dir):
+    from plasma_pipeline.chat_template import prompt_ids
+    from plasma_pipeline.serve_cli import _fit_history
+
+    gen = Generator(toy_model_dir, device="cpu")
+    msgs = [{"role": "system", "content": "Be brief."}]
+    for k in range(12):
+        msgs += [{"role": "user", "content": f"Question {k} about rivers and mountains?"},
+                 {"role": "assistant", "content": f"Answer {k}: rivers flow down from the mountains."}]
+    msgs.append({"role": "user", "content": "Last question?"})
+    fitted = _fit_history(gen, msgs, 32)
+    assert fitted[0] == msgs[0] and fitted[-1] == msgs[-1]
+    assert fitted[1:] == msgs[len(msgs) - len(fitted) + 1:]  # a suffix of whole exchanges
+    assert 1 < len(fitted) < len(msgs)
+    assert len(prompt_ids(fitted, gen.sp)) <= gen.cfg.max_seq_len - 32
