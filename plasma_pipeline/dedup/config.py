@@ -21,7 +21,7 @@ class DedupConfig:
     keep: str = "longest"  # keeper per cluster: longest | shortest | smallest_id | first (input order)
     source_priority: list[str] = field(default_factory=list)  # sources listed first win before the keep rule
     processes: int = 1  # worker processes for signatures and confirmation (1 = in this process)
-    backend: str = "numpy"  # MinHash kernel: numpy (multiply-shift hashing) or rensa (Rust)
+    backend: str = "rensa"  # MinHash kernel: rensa (Rust, >= 0.5; fastest) or numpy (multiply-add-shift hashing)
     full_pairs_max: int = 16  # buckets up to this size yield all pairs; larger ones yield star + chain pairs
     max_index_mb: float = 1024.0  # band-hash index above this size is kept in memory-mapped files on disk
     text_field: str = "text"  # column holding the document text

@@ -23,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -56,11 +57,16 @@ def signature_shard(table: pa.Table, cfg: DedupConfig) -> ShardSignatures:
     word_h, n_words = minhash.word_hashes(texts, cfg.seed)
     sh, n_sh = minhash.shingle_hashes(word_h, n_words, cfg.ngram)
     sig = minhash.signatures(sh, n_sh, cfg.num_perm, cfg.seed, cfg.backend)
+    exact = minhash.sequence_hashes(word_h, n_words)
+    wordless = np.flatnonzero(n_words == 0)
+    if len(wordless):  # no words (empty, punctuation only): exact key from the stripped text itself
+        raw = pl.from_arrow(texts.take(pa.array(wordless))).cast(pl.String).fill_null("").str.strip_chars()
+        exact[wordless] = raw.hash(seed=cfg.seed).to_numpy().astype(np.uint64)
     return ShardSignatures(
         ids=table[cfg.id_field].combine_chunks(),
         sources=pc.cast(table[cfg.source_field], pa.string()).combine_chunks(),
         lengths=pc.fill_null(pc.utf8_length(texts), 0).to_numpy().astype(np.int64),
-        exact=minhash.sequence_hashes(word_h, n_words),
+        exact=exact,
         bands=minhash.band_hashes(sig, cfg.bands, cfg.rows),
         has_shingles=n_sh > 0,
         seconds=time.perf_counter() - t0,
@@ -205,7 +211,7 @@ class DedupResult:
         return out
 
 
-def _keeper_rank(sigs: list[ShardSignatures], cfg: DedupConfig, ids: pa.ChunkedArray, sources: np.ndarray,
+def _keeper_rank(cfg: DedupConfig, ids: pa.ChunkedArray, sources: np.ndarray,
                  source_names: list[str], lengths: np.ndarray) -> np.ndarray:
     """Rank of every doc under the keep rule (0 = best): source priority, then the rule, then id, then order."""
     n = len(lengths)
@@ -353,7 +359,7 @@ def _dedup_from_signatures(sigs, shards, cfg: DedupConfig, stats: Counter, pool:
 
     # 1. exact groups, 2. keeper ranks
     t = time.perf_counter()
-    rank = _keeper_rank(sigs, cfg, ids, sources, source_names, lengths)
+    rank = _keeper_rank(cfg, ids, sources, source_names, lengths)
     exact_keeper = _group_min(exact, rank) if n else np.zeros(0, np.int64)
     is_rep = exact_keeper == np.arange(n)
     timings["exact_s"] = time.perf_counter() - t

@@ -172,3 +172,9 @@ def test_cli_subprocess_with_worker_pool(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "plasma_pipeline.dedup", str(tmp_path / "part.parquet"), "--out",
                           str(out), "--bands", "5", "--num-perm", "112"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert bad.returncode == 2 and "num_perm" in bad.stderr
+
+
+def test_wordless_docs_are_only_merged_when_their_text_matches():
+    res, stats = run([table(["!!!", "???", "", " !!! "], ids=["a", "b", "c", "d"])])
+    assert res.kept_ids() == {"b", "c", "d"}  # "!!!" and " !!! " are exact duplicates; the longer is kept
+    assert stats["skipped/no_words"] == 4 and stats["dropped/exact_duplicate"] == 1
