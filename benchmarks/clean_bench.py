@@ -58,8 +58,8 @@ def load_sources(recipe: Path, only: list[str] | None, max_docs: int | None) -> 
     return out
 
 
-def run_plasma(table: pa.Table, cfg: CleanConfig) -> tuple[float, float, int]:
-    stats: Counter[str] = Counter()
+def run_plasma(table: pa.Table, cfg: CleanConfig, stats: Counter[str] | None = None) -> tuple[float, float, int]:
+    stats = Counter() if stats is None else stats
     c0, w0 = time.process_time(), time.perf_counter()
     out = clean_table(table, cfg, stats)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--max-docs", type=int, default=None, help="first N documents of each source")
     ap.add_argument("--repeats", type=int, default=1, help="best of N alternating runs")
     ap.add_argument("--no-datatrove", action="store_true")
+    ap.add_argument("--stats", action="store_true", help="print plasma's non-zero drop counters per source")
     args = ap.parse_args()
 
     try:
@@ -148,8 +149,10 @@ def main() -> None:
         mb = sum(len(t.encode("utf-8")) for t in table.column("text").to_pylist()) / 1e6
         n = table.num_rows
         best_p = best_d = None
+        stats: Counter[str] = Counter()
         for _ in range(args.repeats):
-            p = run_plasma(table, cfg)
+            stats.clear()
+            p = run_plasma(table, cfg, stats)
             best_p = p if best_p is None or p[0] < best_p[0] else best_p
             if have_dt and cfg.profile == "prose":
                 d = run_datatrove(table, cfg)
@@ -161,6 +164,9 @@ def main() -> None:
         elif have_dt:
             line += f" | {'(no code filters)':>30} |"
         print(line)
+        if args.stats:
+            drops = sorted(((v, k) for k, v in stats.items() if k.startswith(("dropped/", "modified/")) and v), reverse=True)
+            print("    " + ", ".join(f"{k.split('/', 1)[1]}={v}" for v, k in drops))
     if tot:
         print("-" * len(hdr))
         print(
