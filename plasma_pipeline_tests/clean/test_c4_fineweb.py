@@ -123,3 +123,11 @@ def test_fineweb_newline_ratio(recipes, long_en_extracts):
     listing = view("\n".join(" ".join(i.split(",")[0].split()[-2:]) for i in rec["ingredients"]))  # 2 words a line
     assert R.fineweb_newline_ratio(listing, PROSE)
     assert not R.fineweb_newline_ratio(view(long_en_extracts[0]), PROSE)
+
+
+def test_c4_no_lines_left(recipes):
+    rec = next(r for r in recipes if len(r["ingredients"]) >= 5)
+    listing = "\n".join(rec["ingredients"])  # no line ends a sentence: C4 removes them all
+    out, reason, stats = c4(listing, dataclasses.replace(PROSE, c4_min_sentences=0))
+    assert (out, reason) == ("", "c4_no_lines_left")
+    assert stats["modified/c4_lines_removed"] == len(rec["ingredients"])

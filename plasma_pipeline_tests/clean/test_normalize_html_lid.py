@@ -107,3 +107,11 @@ def test_lid_on_real_summaries(wiki_en, wiki_fr, wiki_es, lid_model):
     assert sum(lang == "es" for lang in langs[200:]) >= 97
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert sorted(scores[:100])[50] > 0.9
+
+
+def test_mojibake_partial_repair(wiki_fr):
+    """Text that is half broken, half correct: only the broken runs are repaired."""
+    texts = [v["extract"] for v in wiki_fr.values() if "é" in v["extract"] and _cp1252_roundtrips(v["extract"])]
+    a, b = texts[0], texts[1]
+    broken = a.encode("utf-8").decode("cp1252") + " " + b  # b keeps its correct "é"
+    assert fix_mojibake(broken) == a + " " + b
