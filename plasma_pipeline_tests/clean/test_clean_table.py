@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import multiprocessing
 import pickle
 from collections import Counter
 
@@ -175,7 +176,8 @@ def test_runs_in_a_process_pool(long_en_extracts, wiki_fr):
     assert pickle.loads(pickle.dumps(cfg)) == cfg
     fr = [v["extract"] for v in list(wiki_fr.values())[:10]]
     shards = [docs_table(long_en_extracts[:20]), docs_table(fr + long_en_extracts[20:30])]
-    with cf.ProcessPoolExecutor(max_workers=1) as pool:
+    # spawn, as the shard store's map_shards does: the worker re-imports everything and loads fastText itself
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_clean_in_worker, [(s, cfg) for s in shards]))
     for shard, (out, stats) in zip(shards, results):
         local = clean_table(shard, cfg, Counter())
