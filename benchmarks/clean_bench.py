@@ -28,14 +28,14 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "POLARS_MAX_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import pyarrow as pa  # noqa: E402
-import yaml  # noqa: E402
+import pyarrow as pa
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from plasma_pipeline.clean import CleanConfig, clean_table  # noqa: E402
-from plasma_pipeline.clean.langid import lid_model_path  # noqa: E402
+from plasma_pipeline.clean import CleanConfig, clean_table
+from plasma_pipeline.clean.langid import lid_model_path
 
 
 def load_sources(recipe: Path, only: list[str] | None, max_docs: int | None) -> list[tuple[str, CleanConfig, pa.Table]]:

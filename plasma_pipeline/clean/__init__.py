@@ -8,4 +8,4 @@ from plasma_pipeline.clean.config import CleanConfig
 from plasma_pipeline.clean.rules import RULE_NAMES
 from plasma_pipeline.clean.stage import active_rule_names, clean_batches, clean_table
 
-__all__ = ["CleanConfig", "RULE_NAMES", "active_rule_names", "clean_batches", "clean_table"]
+__all__ = ["RULE_NAMES", "CleanConfig", "active_rule_names", "clean_batches", "clean_table"]

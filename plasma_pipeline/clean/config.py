@@ -96,7 +96,10 @@ class CleanConfig:
     rules_disabled: list[str] = field(default_factory=list)  # rule names (see rules.RULE_NAMES) not applied
 
     def __post_init__(self) -> None:
-        from plasma_pipeline.clean.rules import RULE_NAMES, is_rule_name  # late import: rules imports this module
+        from plasma_pipeline.clean.rules import (  # late import: rules imports this module
+            RULE_NAMES,
+            is_rule_name,
+        )
 
         if self.profile not in PROFILES:
             raise ValueError(f"profile: must be one of {PROFILES}, got {self.profile!r}")

@@ -79,18 +79,18 @@ class DocView:
     """Lazily computed statistics of one (normalised) document text."""
 
     __slots__ = (
-        "text",
-        "_tokens",
-        "_n_words",
-        "_lines",
-        "_paras",
-        "_hashes",
         "_cum_len",
-        "_ngram_hashes",
         "_dup_lines",
-        "_no_repeat_from",
-        "_word_chars",
+        "_hashes",
+        "_lines",
+        "_n_words",
+        "_ngram_hashes",
         "_no_punct",
+        "_no_repeat_from",
+        "_paras",
+        "_tokens",
+        "_word_chars",
+        "text",
     )
 
     def __init__(self, text: str) -> None:
@@ -421,9 +421,9 @@ def c4_filter(text: str, c: CleanConfig, stats: Counter[str]) -> tuple[str, str 
         stats["modified/c4_lines_removed"] += sum(removed.values())
         stats["modified/c4_docs"] += 1
     out = "\n".join(kept)
-    if c.c4_min_sentences > 0 and "c4_min_sentences" not in disabled:
-        if len(_SENTENCE_END_RE.findall(out)) < c.c4_min_sentences:
-            return text, "c4_min_sentences"
+    min_sentences = c.c4_min_sentences if "c4_min_sentences" not in disabled else 0
+    if min_sentences > 0 and len(_SENTENCE_END_RE.findall(out)) < min_sentences:
+        return text, "c4_min_sentences"
     if not kept:
         return "", "c4_no_lines_left"
     return out, None

@@ -65,7 +65,7 @@ def test_c4_long_word_line(long_en_extracts):
 def test_c4_terminal_punct_switch(hamlet):
     verse = "\n".join(ln for ln in hamlet[30_000:33_000].split("\n") if ln.strip())
     _, _, strict = c4(verse)
-    out, reason, loose = c4(verse, dataclasses.replace(PROSE, c4_drop_no_terminal_punct=False))
+    out, _, loose = c4(verse, dataclasses.replace(PROSE, c4_drop_no_terminal_punct=False))
     assert strict["c4_lines/no_terminal_punct"] > 10  # verse lines end with commas
     assert loose["c4_lines/no_terminal_punct"] == 0
     assert len(out) > 0.8 * len(view(verse).text)

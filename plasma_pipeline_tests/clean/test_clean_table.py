@@ -11,7 +11,13 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
-from plasma_pipeline.clean import RULE_NAMES, CleanConfig, active_rule_names, clean_batches, clean_table
+from plasma_pipeline.clean import (
+    RULE_NAMES,
+    CleanConfig,
+    active_rule_names,
+    clean_batches,
+    clean_table,
+)
 from plasma_pipeline.schema import CLEAN_SCHEMA, DOC_SCHEMA
 
 

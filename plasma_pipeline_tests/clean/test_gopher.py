@@ -199,7 +199,7 @@ def test_dup_ngram(long_en_extracts, n):
 
 def test_dup_ngram_exact_fraction():
     # 12 distinct words, then the first 6 again: the repeated 5-grams cover exactly those 6 words.
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu"]
     d = view(" ".join(words + words[:6]))
     repeated = sum(len(w) for w in words[:6])
     assert d.dup_ngram_char_frac(5) == pytest.approx(repeated / d.word_chars)
