@@ -28,8 +28,8 @@ SEQ = 1024
 
 # (group, model, variant, batch, micro, compile, timeout_s)
 PLAN = [
-    ("235m", "plasma-1.0-235m", "resident", 32, 16, True, 150),
-    ("235m", "plasma-1.0-235m", "streaming", 32, 16, True, 150),
+    ("235m", "plasma-1.0-235m", "resident", 32, 0, True, 150),
+    ("235m", "plasma-1.0-235m", "streaming", 32, 0, True, 150),
     ("235m", "plasma-1.0-235m", "fsdp2_offload", 32, 0, False, 150),
     ("1.2b", "1.2b", "resident", 64, 8, False, 150),
     ("1.2b", "1.2b", "streaming", 64, 8, False, 150),
@@ -82,6 +82,7 @@ def _summarise(spec: dict, stats: list, n_params: int, tokens: int, device, dtyp
         "overlap": None if timed[0].overlap is None else round(statistics.mean(s.overlap or 0 for s in timed), 4),
         "streamed_gb_per_step": round(statistics.mean(s.streamed_bytes for s in timed) / 1e9, 2),
         "clipped_steps": sum(bool(s.extra.get("clipped")) for s in stats),
+        "speculated_steps": sum(bool(s.extra.get("speculated")) for s in stats),
         "losses": [round(s.loss, 4) for s in stats],
         "gpu_peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
         "gpu_reserved_gb": round(torch.cuda.max_memory_reserved() / 2**30, 2) if device.type == "cuda" else None,
@@ -244,7 +245,7 @@ def adam_microbench() -> dict:
     """Host AdamW throughput (params/s) of the flat-buffer implementation the streaming engine uses."""
     import torch
 
-    from plasma_pipeline.train.optim import adamw_flat_
+    from plasma_pipeline.train.optim import adamw_flat_, adamw_flat_compiled_, compiled_adamw_available
 
     n = 1 << 28
     p, m, v = torch.randn(n), torch.zeros(n), torch.zeros(n)
@@ -252,12 +253,22 @@ def adam_microbench() -> dict:
     w = torch.empty(n, dtype=torch.bfloat16)
     kw = dict(lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, n_decay=n, work_out=w)
     out = {"threads": torch.get_num_threads(), "numel": n}
-    for chunk in (1 << 16, 1 << 18, 1 << 20):
+    for chunk in (1 << 20, 1 << 22, 1 << 24):
         adamw_flat_(p, g, m, v, step=1, chunk=chunk, **kw)
         t = time.perf_counter()
         adamw_flat_(p, g, m, v, step=2, chunk=chunk, **kw)
         dt = time.perf_counter() - t
-        out[f"chunk{chunk}_gparams_per_s"] = round(n / dt / 1e9, 3)
+        out[f"eager_chunk{chunk}_gparams_per_s"] = round(n / dt / 1e9, 3)
+    t = time.perf_counter()
+    ok = compiled_adamw_available()
+    out["compile_s"] = round(time.perf_counter() - t, 1)
+    if ok:
+        kw.pop("work_out")
+        for s in (1, 2, 3):
+            t = time.perf_counter()
+            adamw_flat_compiled_(p, g, m, v, w, step=s, **kw)
+            dt = time.perf_counter() - t
+        out["compiled_gparams_per_s"] = round(n / dt / 1e9, 3)
     return out
 
 
@@ -302,6 +313,7 @@ def main() -> int:
     ap.add_argument("--out", default="trainer_bench.json")
     ap.add_argument("--only", default="")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--skip", default="", help="comma list of group:variant to leave out, e.g. 1.2b:resident")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--budget-s", type=int, default=3600, help="skip variants that would start after this")
@@ -328,7 +340,7 @@ def main() -> int:
         if not args.quick:
             record(run_variant({"kind": "adam"}, 120))
     for group, model, variant, batch, micro, comp, timeout in (QUICK_PLAN if args.quick else PLAN):
-        if only and group not in only:
+        if (only and group not in only) or f"{group}:{variant}" in args.skip.split(","):
             continue
         if time.time() - t_start > args.budget_s:
             record({"model": model, "variant": variant, "error": "skipped: out of time budget"})

@@ -156,8 +156,11 @@ class TrainConfig:
     """torch.compile the block function (cuda only)."""
     halt_at_step: int = 0
     """Stop after this step with a checkpoint, as if preempted (tests, preemptible jobs); 0 = off."""
-    speculative_adam: bool = True
-    """Streaming: step each layer on the host during backward assuming no clipping; undo/redo if clipped."""
+    speculative_adam: str = "auto"
+    """Streaming: step each layer on the host during backward assuming no clipping, undo/redo if clipped:
+    "auto" (when the previous step was not clipped), "always" or "never"."""
+    cpu_adam_compile: bool = True
+    """Streaming on cuda: one-pass host AdamW compiled by inductor (falls back to eager if it cannot)."""
     cpu_adam_threads: int = 0
     """Streaming: torch intra-op threads for the host AdamW (0 = torch default)."""
 

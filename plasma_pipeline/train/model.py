@@ -115,14 +115,29 @@ def embed(ids: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.
     return F.embedding(ids, weight).to(dtype)
 
 
-def head_loss(cfg: ModelConfig, x, norm_w, head_w, targets, mask, n_targets: int) -> torch.Tensor:
-    """Sum of (masked) token cross-entropies over this chunk, divided by the batch's target count."""
+def head_loss_sum(cfg: ModelConfig, x, norm_w, head_w, targets, mask) -> torch.Tensor:
+    """Sum of (masked) token cross-entropies over this chunk."""
     h = rms_norm(x, norm_w, cfg.norm_eps)
     logits = F.linear(h, head_w).float()
     ce = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
     if mask is not None:
         ce = ce * mask.reshape(-1).to(ce.dtype)
-    return ce.sum() / n_targets
+    return ce.sum()
+
+
+def make_head_fn(compile: bool = False) -> Callable:
+    """head_loss, optionally with the sum torch.compile'd (fuses the norm, the fp32 upcast and the cross-entropy)."""
+    sum_fn = torch.compile(head_loss_sum, dynamic=False) if compile else head_loss_sum
+
+    def fn(cfg, x, norm_w, head_w, targets, mask, n_targets: int):
+        return sum_fn(cfg, x, norm_w, head_w, targets, mask) / n_targets
+
+    return fn
+
+
+def head_loss(cfg: ModelConfig, x, norm_w, head_w, targets, mask, n_targets: int) -> torch.Tensor:
+    """Sum of (masked) token cross-entropies over this chunk, divided by the batch's target count."""
+    return head_loss_sum(cfg, x, norm_w, head_w, targets, mask) / n_targets
 
 
 # ----------------------------------------------------------------------------- parameter layout
@@ -271,6 +286,7 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.tie_weights()
         self.recompute = recompute
+        self.head_fn = make_head_fn(compile_blocks)
 
     def tie_weights(self) -> None:
         if self.cfg.tie_embeddings:
@@ -305,7 +321,7 @@ class Transformer(nn.Module):
 
     def loss(self, input_ids, targets, mask, n_targets: int, compute_dtype=torch.float32) -> torch.Tensor:
         x = self.hidden(input_ids, compute_dtype)
-        return head_loss(self.cfg, x, self.model.norm.weight, self.lm_head.weight, targets, mask, n_targets)
+        return self.head_fn(self.cfg, x, self.model.norm.weight, self.lm_head.weight, targets, mask, n_targets)
 
     def forward(self, input_ids: torch.Tensor, start_pos: int = 0, kv_cache: KVCache | None = None) -> torch.Tensor:
         """Logits (b, s, vocab) in fp32. With kv_cache, input_ids sit at positions start_pos.. and are cached."""

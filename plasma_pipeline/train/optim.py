@@ -30,6 +30,57 @@ def torch_adamw(params_decay, params_no_decay, lr: float, betas, eps: float, wei
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kw)
 
 
+def _fused_adamw_kernel(p, g, m, v, work, decay_mul, scale, one_minus_b1, b2, one_minus_b2, step_size, bc2_sqrt, eps):
+    """One pass over a flat slice: read p, g, m, v; write p, m, v and the low-precision working copy."""
+    gf = g.float() * scale
+    m_new = m + one_minus_b1 * (gf - m)
+    v_new = v * b2 + one_minus_b2 * gf * gf
+    p_new = p * decay_mul - step_size * m_new / (torch.sqrt(v_new) / bc2_sqrt + eps)
+    m.copy_(m_new)
+    v.copy_(v_new)
+    p.copy_(p_new)
+    work.copy_(p_new)
+
+
+_compiled_kernel = None
+
+
+def compiled_adamw_available() -> bool:
+    """Compile the one-pass host AdamW kernel (inductor C++/OpenMP); False if this box cannot."""
+    global _compiled_kernel
+    if _compiled_kernel is False:
+        return False
+    if _compiled_kernel is None:
+        try:
+            k = torch.compile(_fused_adamw_kernel, dynamic=True)
+            n = 4096
+            p, m, v = torch.randn(n), torch.zeros(n), torch.zeros(n)
+            g, w = torch.randn(n).bfloat16(), torch.empty(n, dtype=torch.bfloat16)
+            sc = [torch.tensor(x) for x in (1.0, 1.0, 0.1, 0.95, 0.05, 1e-3, 0.2, 1e-8)]
+            k(p, g, m, v, w, *sc)
+            k(p[: n - 7], g[: n - 7], m[: n - 7], v[: n - 7], w[: n - 7], *sc)
+            _compiled_kernel = k
+        except Exception as e:  # no compiler, unsupported platform: the eager path is always there
+            print(f"host AdamW: compiled kernel unavailable ({type(e).__name__}: {e}); using eager", flush=True)
+            _compiled_kernel = False
+            return False
+    return True
+
+
+@torch.no_grad()
+def adamw_flat_compiled_(param, grad, exp_avg, exp_avg_sq, work_out, *, step: int, lr: float, beta1: float,
+                         beta2: float, eps: float, weight_decay: float, n_decay: int, grad_scale: float = 1.0) -> None:
+    """Same update as adamw_flat_ in one fused pass (needs compiled_adamw_available())."""
+    bc1 = 1.0 - beta1**step
+    t = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731  (0-d tensors: no recompiles)
+    common = [t(grad_scale), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(lr / bc1),
+              t(math.sqrt(1.0 - beta2**step)), t(eps)]
+    n = param.numel()
+    for s, e, mul in ((0, n_decay, 1.0 - lr * weight_decay), (n_decay, n, 1.0)):
+        if e > s:
+            _compiled_kernel(param[s:e], grad[s:e], exp_avg[s:e], exp_avg_sq[s:e], work_out[s:e], t(mul), *common)
+
+
 @torch.no_grad()
 def adamw_flat_(
     param: torch.Tensor,

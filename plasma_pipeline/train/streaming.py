@@ -28,8 +28,8 @@ import torch
 from plasma_pipeline.train.config import ModelConfig, TrainConfig
 from plasma_pipeline.train.data import Batch
 from plasma_pipeline.train.engine import StepStats, autocast_ctx, split_batch, to_device
-from plasma_pipeline.train.model import embed, head_loss, init_unit_, make_block_fn, rope_cos_sin, unit_specs
-from plasma_pipeline.train.optim import adamw_flat_, adamw_undo_flat_
+from plasma_pipeline.train.model import embed, init_unit_, make_block_fn, make_head_fn, rope_cos_sin, unit_specs
+from plasma_pipeline.train.optim import adamw_flat_, adamw_flat_compiled_, adamw_undo_flat_, compiled_adamw_available
 
 
 def _pinned_empty(numel: int, dtype: torch.dtype, cuda: bool) -> torch.Tensor:
@@ -87,6 +87,7 @@ class StreamingEngine:
         self.cuda = device.type == "cuda"
         self.specs = unit_specs(mcfg)
         self.block_fn = make_block_fn(mcfg, tcfg.compile and self.cuda)
+        self.head_fn = make_head_fn(tcfg.compile and self.cuda)
         if tcfg.cpu_adam_threads > 0:
             torch.set_num_threads(tcfg.cpu_adam_threads)
         elif self.cuda:  # leave cores for the thread that launches GPU work
@@ -135,6 +136,9 @@ class StreamingEngine:
         self.adam_wait = 0.0
         self.adam_time = 0.0
         self.streamed = 0
+        self.last_clipped = True  # the first steps of a run usually clip: do not speculate on step 1
+        self.speculating = False
+        self.compiled_adam = self.cuda and not self.alias and tcfg.cpu_adam_compile and compiled_adamw_available()
         self.step = 0
 
     # ------------------------------------------------------------------ transfers
@@ -212,12 +216,15 @@ class StreamingEngine:
         args = (self.master[ui], self.hgrad[ui], self.exp_avg[ui], self.exp_avg_sq[ui])
         if undo_first:
             adamw_undo_flat_(*args, grad_scale=1.0, **kw)
-        adamw_flat_(*args, grad_scale=scale, work_out=None if self.alias else self.work[ui], **kw)
+        if self.compiled_adam:
+            adamw_flat_compiled_(*args, self.work[ui], grad_scale=scale, **kw)
+        else:
+            adamw_flat_(*args, grad_scale=scale, work_out=None if self.alias else self.work[ui], **kw)
         self.adam_time += time.perf_counter() - t0
 
     def _speculate(self, ui: int, lr: float) -> None:
         """Step unit ui now, assuming the global grad norm will not be clipped (checked when backward ends)."""
-        if self.tcfg.speculative_adam:
+        if self.speculating:
             self.futures[ui] = self.pool.submit(self._adam_task, ui, lr, self.step + 1, 1.0)
 
     def sync(self) -> None:
@@ -269,6 +276,9 @@ class StreamingEngine:
     def train_step(self, batch: Batch, lr: float) -> StepStats:
         t_start = time.perf_counter()
         self.adam_wait, self.streamed = 0.0, 0
+        mode = self.tcfg.speculative_adam
+        # Speculating on a clipped step costs two extra passes (undo, redo): guess from the last step.
+        self.speculating = mode == "always" or (mode == "auto" and not self.last_clipped)
         cfg, dt, dev = self.cfg, self.dtype, self.device
         n_targets = max(1, batch.n_targets)
         chunks = to_device(split_batch(batch, self.tcfg.micro_batch), dev)
@@ -289,7 +299,7 @@ class StreamingEngine:
         for x, (_, tgt, mask) in zip(bounds[-1], chunks):
             xl = x.detach().requires_grad_()
             with autocast_ctx(dev, dt):
-                loss = head_loss(cfg, xl, norm_leaf, head_leaf, tgt, mask, n_targets)
+                loss = self.head_fn(cfg, xl, norm_leaf, head_leaf, tgt, mask, n_targets)
             gx, gh, gn = torch.autograd.grad(loss, [xl, head_leaf, norm_leaf])
             og[head_gi].add_(gh)
             og[-1].add_(gn)
@@ -349,7 +359,8 @@ class StreamingEngine:
             self.d2h_stream.synchronize()
         timings = self.timer.totals()
         clipped = scale < 1.0
-        if self.tcfg.speculative_adam:
+        self.last_clipped = clipped
+        if self.speculating:
             # Units were stepped unclipped during backward; redo them only if the norm was clipped.
             if clipped:
                 for ui in range(len(self.specs)):  # forward order: the next step needs the outer unit first
@@ -366,7 +377,7 @@ class StreamingEngine:
             compute_s=timings.get("compute", wall if not self.cuda else 0.0),
             h2d_s=timings.get("h2d", 0.0), d2h_s=timings.get("d2h", 0.0),
             cpu_adam_s=prev_adam, adam_wait_s=self.adam_wait, streamed_bytes=self.streamed,
-            extra={"clipped": clipped},
+            extra={"clipped": clipped, "speculated": self.speculating},
         )
 
     @torch.no_grad()
@@ -378,7 +389,7 @@ class StreamingEngine:
         total = 0.0
         for x, (_, tgt, mask) in zip(bounds[-1], chunks):
             with autocast_ctx(self.device, self.dtype):
-                total += float(head_loss(self.cfg, x, norm_w, head_w, tgt, mask, n_targets).item())
+                total += float(self.head_fn(self.cfg, x, norm_w, head_w, tgt, mask, n_targets).item())
         return total
 
     # ------------------------------------------------------------------ state
