@@ -7,8 +7,16 @@ Heavy imports (torch, matplotlib) happen inside the functions' modules, so impor
 
 from plasma_pipeline.evaluate.config import EvalConfig
 
-__all__ = ["EvalConfig", "run_evaluation", "val_metrics", "prompt_battery", "bpb_regressed", "write_report",
-           "CHECK_BASE_BPB", "CHECK_CHAT_BPB"]
+__all__ = [
+    "CHECK_BASE_BPB",
+    "CHECK_CHAT_BPB",
+    "EvalConfig",
+    "bpb_regressed",
+    "prompt_battery",
+    "run_evaluation",
+    "val_metrics",
+    "write_report",
+]
 
 
 def __getattr__(name):

@@ -56,7 +56,7 @@ class EvalConfig:
         if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
             raise ValueError(f"top_p: expected a number in (0, 1], got {self.top_p!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed: expected an integer, got {self.seed!r}")
+            raise ValueError(f"seed: expected an integer, got {self.seed!r}")  # noqa: TRY004  (the recipe loader expects ValueError)
         t = self.bpb_regression_threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0:
             raise ValueError(f"bpb_regression_threshold: expected a number >= 0, got {t!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +225,7 @@ def write_report(out_dir: str | Path, *, models: dict[str, str | Path], metrics:
     plot_losses(models, out / "loss.png")
     plot_drops(stage_stats, out / "drops.png")
 
-    L = [f"# {title}", "", f"_generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}_", ""]
+    L = [f"# {title}", "", f"_generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}_", ""]
 
     L += ["## What was trained", "",
           "| model | shape | params | d / layers / heads (kv) / ffn | vocab | ctx | steps | tokens | train time | final loss | val loss |",
@@ -254,8 +254,8 @@ def write_report(out_dir: str | Path, *, models: dict[str, str | Path], metrics:
             L += [f"| {k} | {v:,} | {v / total:.1%} |" for k, v in toks.items()] + [""]
 
     L += ["## Validation: loss and bits per byte", "",
-          "bits per byte = summed target nats / ln 2 / UTF-8 bytes of the target tokens (lower is better; "
-          "comparable across tokenizers).", ""]
+          ("bits per byte = summed target nats / ln 2 / UTF-8 bytes of the target tokens (lower is better; "
+          "comparable across tokenizers)."), ""]
     for split, name in (("pretrain_val", "Pretraining val split"), ("sft_val", "SFT val split (assistant tokens only)")):
         rows = val_table(metrics, split)
         if rows:

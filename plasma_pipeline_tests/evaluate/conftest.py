@@ -1,6 +1,10 @@
 import pytest
 
-from plasma_pipeline_tests.evaluate.fixtures import train_model, write_sft_shards, write_token_shards
+from plasma_pipeline_tests.evaluate.fixtures import (
+    train_model,
+    write_sft_shards,
+    write_token_shards,
+)
 from plasma_pipeline_tests.infer.toy import train_sp
 
 

@@ -6,7 +6,13 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from plasma_pipeline.evaluate import CHECK_BASE_BPB, CHECK_CHAT_BPB, EvalConfig, run_evaluation, write_report
+from plasma_pipeline.evaluate import (
+    CHECK_BASE_BPB,
+    CHECK_CHAT_BPB,
+    EvalConfig,
+    run_evaluation,
+    write_report,
+)
 from plasma_pipeline.evaluate.report import read_metrics, training_summary
 from plasma_pipeline.instruct.eval_prompts import eval_prompts
 
@@ -37,7 +43,7 @@ def _png_size(path):
 
 
 def test_files_and_generations(evaluation):
-    out, res, prompts = evaluation
+    out, _res, prompts = evaluation
     assert {"generations.parquet", "report.md", "loss.png", "drops.png", "metrics.json"} <= {p.name for p in out.iterdir()}
     h, w, _ = _png_size(out / "loss.png")
     assert h > 100 and w > 200

@@ -10,7 +10,12 @@ import sentencepiece as spm
 import torch
 
 from plasma_pipeline.evaluate import EvalConfig
-from plasma_pipeline.evaluate.val import pooled, token_byte_lengths, val_metrics, val_metrics_for
+from plasma_pipeline.evaluate.val import (
+    pooled,
+    token_byte_lengths,
+    val_metrics,
+    val_metrics_for,
+)
 
 
 class UniformModel(torch.nn.Module):

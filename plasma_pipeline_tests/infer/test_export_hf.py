@@ -13,7 +13,6 @@ from plasma_pipeline.train.model import load_model
 from plasma_pipeline_tests.infer.toy import make_model_dir, wiki_extracts
 
 
-
 def _hf():
     import transformers  # a missing transformers must fail the test, not skip it
 

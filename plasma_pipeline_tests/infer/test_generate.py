@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from plasma_pipeline.chat_template import BOS_ID, prompt_ids
-from plasma_pipeline.infer.generate import Generator, IncrementalDecoder, sample_next, top_p_filter
+from plasma_pipeline.infer.generate import (
+    Generator,
+    IncrementalDecoder,
+    sample_next,
+    top_p_filter,
+)
 from plasma_pipeline_tests.infer.toy import wiki_extracts
 
 
@@ -41,7 +46,7 @@ def test_kv_cache_logits_match_full_forward(gen):
 
 def test_seeded_sampling_is_reproducible_and_seed_dependent(gen):
     prompt = [BOS_ID] + gen.sp.encode("The river flows")
-    kw = dict(max_new_tokens=25, temperature=1.0, top_p=0.95, stop_ids=())
+    kw = {"max_new_tokens": 25, "temperature": 1.0, "top_p": 0.95, "stop_ids": ()}
     a = list(gen.stream(prompt, seed=1, **kw))
     b = list(gen.stream(prompt, seed=1, **kw))
     c = list(gen.stream(prompt, seed=2, **kw))
