@@ -209,7 +209,10 @@ class DocView:
         return self._word_chars
 
     def top_ngram_char_frac(self, n: int) -> float:
-        """Characters of the most frequent n-gram (occurring >= 2 times) times its count, over word characters."""
+        """Characters of the most frequent n-gram (occurring >= 2 times) times its count, over word characters.
+
+        Ties go to the n-gram that occurs first. Short documents count tuples of tokens; long ones sort hashes.
+        """
         toks = self.tokens
         if len(toks) < n + 1 or (self._no_repeat_from is not None and n >= self._no_repeat_from):
             return 0.0
@@ -222,8 +225,9 @@ class DocView:
             if top < 2:
                 self._note_no_repeat(n)
                 return 0.0
-            longest = max(sum(map(len, gram)) for gram, c in counts.items() if c == top)
-            return longest * top / total
+            # the first most frequent n-gram (ties broken by position, as Counter.most_common does)
+            gram = max(counts, key=counts.__getitem__)
+            return sum(map(len, gram)) * top / total
         h = self.ngram_hashes(n)
         _, first, ncounts = np.unique(h, return_index=True, return_counts=True)
         top = int(ncounts.max())
@@ -231,8 +235,8 @@ class DocView:
             self._note_no_repeat(n)
             return 0.0
         cum = self._cum_len
-        starts = first[ncounts == top]
-        return int((cum[starts + n] - cum[starts]).max()) * top / total
+        start = int(first[ncounts == top].min())  # the earliest most frequent n-gram, as in the Counter path
+        return int(cum[start + n] - cum[start]) * top / total
 
     def dup_ngram_char_frac(self, n: int) -> float:
         """Fraction of word characters covered by n-grams that repeat an earlier n-gram (union of their spans)."""
@@ -372,16 +376,22 @@ def c4_filter(text: str, c: CleanConfig, stats: Counter[str]) -> tuple[str, str 
 
     Line removals are counted in `c4_lines/<reason>` and their sum in `modified/c4_lines_removed`. Paragraph
     breaks between kept lines are preserved. The page rules (`c4_lorem_ipsum`, `c4_curly_bracket`) look only at
-    lines that survived the line rules, as in the reference implementation; `c4_min_sentences` counts sentences in
-    the kept lines.
+    lines that survived the line rules, as in the reference implementation. `c4_min_sentences` counts sentence ends
+    (a run of . ! ? 。！？, optionally closed by a quote or bracket, then whitespace or the end) in the kept lines,
+    where C4 used a sentence tokenizer.
     """
     disabled = c.rules_disabled
-    check_lorem = c.c4_drop_lorem_ipsum and "c4_lorem_ipsum" not in disabled
-    check_curly = c.c4_drop_curly_bracket and "c4_curly_bracket" not in disabled
+    # Whole-text pre-checks: most pages never mention these, and then no line needs lowercasing.
+    low = text.lower()
+    check_lorem = c.c4_drop_lorem_ipsum and "c4_lorem_ipsum" not in disabled and "lorem ipsum" in low
+    check_curly = c.c4_drop_curly_bracket and "c4_curly_bracket" not in disabled and "{" in text
+    check_js = c.c4_drop_javascript_lines and "javascript" in low
+    check_policy = c.c4_drop_policy_lines and _C4_POLICY_RE.search(low) is not None
+    need_lower = check_lorem or check_js or check_policy
     min_words = c.c4_min_words_per_line
     max_word = c.c4_max_word_length
     kept: list[str] = []
-    removed = Counter()
+    removed: Counter[str] = Counter()
     gap = False
     for line in text.split("\n"):
         line = line.strip()
@@ -400,15 +410,16 @@ def c4_filter(text: str, c: CleanConfig, stats: Counter[str]) -> tuple[str, str 
         if len(words) < min_words:
             removed["too_few_words"] += 1
             continue
-        lower = line.lower()
-        if check_lorem and "lorem ipsum" in lower:
-            return text, "c4_lorem_ipsum"
-        if c.c4_drop_javascript_lines and "javascript" in lower:
-            removed["javascript"] += 1
-            continue
+        if need_lower:
+            lower = line.lower()
+            if check_lorem and "lorem ipsum" in lower:
+                return text, "c4_lorem_ipsum"
+            if check_js and "javascript" in lower:
+                removed["javascript"] += 1
+                continue
         if check_curly and "{" in line:
             return text, "c4_curly_bracket"
-        if c.c4_drop_policy_lines and _C4_POLICY_RE.search(lower) is not None:
+        if check_policy and _C4_POLICY_RE.search(lower) is not None:
             removed["policy"] += 1
             continue
         if gap and kept:
