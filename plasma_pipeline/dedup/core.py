@@ -34,6 +34,7 @@ from plasma_pipeline.dedup.io import Shard, load_shard
 _SET_BITS = 40  # shingle hash bits kept for the exact Jaccard (collisions ~ k^2 / 2^40 per pair: negligible)
 _TAG_SHIFT = np.uint64(_SET_BITS)
 _SET_MASK = np.uint64((1 << _SET_BITS) - 1)
+_SIG_BATCH = 4096  # docs per slice when computing signatures (bounds working memory per worker)
 _JACCARD_BATCH = 4_000_000  # shingle hashes sorted together when confirming a batch of pairs
 
 
@@ -51,24 +52,33 @@ class ShardSignatures:
 
 
 def signature_shard(table: pa.Table, cfg: DedupConfig) -> ShardSignatures:
-    """Exact hashes and LSH band hashes of one shard (`table` has id, source and text columns)."""
+    """Exact hashes and LSH band hashes of one shard (`table` has id, source and text columns).
+
+    Texts are processed in slices of `_SIG_BATCH` docs, so working memory does not grow with the shard.
+    """
     t0 = time.perf_counter()
     texts = table[cfg.text_field]
-    word_h, n_words = minhash.word_hashes(texts, cfg.seed)
-    sh, n_sh = minhash.shingle_hashes(word_h, n_words, cfg.ngram)
-    sig = minhash.signatures(sh, n_sh, cfg.num_perm, cfg.seed, cfg.backend)
-    exact = minhash.sequence_hashes(word_h, n_words)
-    wordless = np.flatnonzero(n_words == 0)
-    if len(wordless):  # no words (empty, punctuation only): exact key from the stripped text itself
-        raw = pl.from_arrow(texts.take(pa.array(wordless))).cast(pl.String).fill_null("").str.strip_chars()
-        exact[wordless] = raw.hash(seed=cfg.seed).to_numpy().astype(np.uint64)
+    exact, bands, has_sh = [], [], []
+    for lo in range(0, max(len(texts), 1), _SIG_BATCH):
+        part = texts.slice(lo, _SIG_BATCH)
+        word_h, n_words = minhash.word_hashes(part, cfg.seed)
+        sh, n_sh = minhash.shingle_hashes(word_h, n_words, cfg.ngram)
+        sig = minhash.signatures(sh, n_sh, cfg.num_perm, cfg.seed, cfg.backend)
+        ex = minhash.sequence_hashes(word_h, n_words)
+        wordless = np.flatnonzero(n_words == 0)
+        if len(wordless):  # no words (empty, punctuation only): exact key from the stripped text itself
+            raw = pl.from_arrow(part.take(pa.array(wordless))).cast(pl.String).fill_null("").str.strip_chars()
+            ex[wordless] = raw.hash(seed=cfg.seed).to_numpy().astype(np.uint64)
+        exact.append(ex)
+        bands.append(minhash.band_hashes(sig, cfg.bands, cfg.rows))
+        has_sh.append(n_sh > 0)
     return ShardSignatures(
         ids=table[cfg.id_field].combine_chunks(),
         sources=pc.cast(table[cfg.source_field], pa.string()).combine_chunks(),
         lengths=pc.fill_null(pc.utf8_length(texts), 0).to_numpy().astype(np.int64),
-        exact=exact,
-        bands=minhash.band_hashes(sig, cfg.bands, cfg.rows),
-        has_shingles=n_sh > 0,
+        exact=np.concatenate(exact),
+        bands=np.concatenate(bands),
+        has_shingles=np.concatenate(has_sh),
         seconds=time.perf_counter() - t0,
     )
 
