@@ -368,7 +368,9 @@ def make_dup_ngram_rule(n: int, limit: float) -> Rule:
 # ---------------------------------------------------------------------------------------------------------------
 # C4: line filter (modifies the text) and page rules
 # ---------------------------------------------------------------------------------------------------------------
-C4_LINE_FILTER = "c4_line_filter"  # name to put in rules_disabled to keep the text unmodified
+# Put this name in rules_disabled to skip the whole C4 step: the text is left unmodified and the C4 page rules
+# (c4_lorem_ipsum, c4_curly_bracket, c4_min_sentences) do not run either.
+C4_LINE_FILTER = "c4_line_filter"
 
 
 def c4_filter(text: str, c: CleanConfig, stats: Counter[str]) -> tuple[str, str | None]:
