@@ -305,8 +305,14 @@ def score(labels: np.ndarray, truth: dict) -> dict:
     spurious = sum(1 for s in fam_per_cluster.values() if len(s) > 1)
     return {"recall_j75": float(same[pos].mean()), "fpr_j50": float(same[neg].mean()), "n_pos": int(pos.sum()),
             "n_neg": int(neg.sum()), "spurious_clusters": spurious,
-            "recall_by_j": {f"{lo:.2f}": float(same[(j >= lo) & (j < lo + 0.05)].mean())
-                            for lo in np.arange(0.60, 1.0, 0.05) if ((j >= lo) & (j < lo + 0.05)).any()}}
+            "flagged_by_j": {f"{lo / 100:.2f}-{(lo + 5) / 100:.2f}": float(same[_bin(j, lo)].mean())
+                             for lo in range(30, 100, 5) if _bin(j, lo).any()}}
+
+
+def _bin(j: np.ndarray, lo_percent: int) -> np.ndarray:
+    """Pairs with lo <= J < lo + 0.05 (integer percent edges, so J = 0.70 falls in 0.70-0.75); the top bin holds J = 1."""
+    hi = lo_percent + 5
+    return (j * 100 >= lo_percent - 1e-9) & ((j * 100 < hi - 1e-9) | (hi >= 100))
 
 
 def main() -> None:
@@ -367,7 +373,7 @@ def main() -> None:
             if ref in results:
                 print(f"{m} / {ref} speed: {results[m]['docs_per_s'] / results[ref]['docs_per_s']:.2f}x")
     for m, r in results.items():
-        print(m, "recall by J bin:", r["recall_by_j"])
+        print(m, "share of pairs flagged, by J bin:", {k: round(v, 4) for k, v in r["flagged_by_j"].items()})
     if args.json:
         Path(args.json).write_text(json.dumps({"n_docs": n_docs, "results": results}, indent=2))
 
