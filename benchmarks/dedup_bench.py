@@ -114,8 +114,7 @@ def build(n_base: int, workdir: Path, seed: int = 0) -> dict:
         t = pa.table({"id": ids[lo:hi], "text": texts[lo:hi], "source": ["bench"] * (hi - lo)})
         pq.write_table(t, workdir / f"shard{s}.parquet")
         with open(workdir / f"shard{s}.jsonl", "w") as f:
-            for i in range(lo, hi):
-                f.write(json.dumps({"id": ids[i], "text": texts[i]}) + "\n")
+            f.writelines(json.dumps({"id": ids[i], "text": texts[i]}) + "\n" for i in range(lo, hi))
     truth = {"a": pos[:n].tolist(), "b": pos[n:].tolist(), "j": jac.tolist()}
     (workdir / "truth.json").write_text(json.dumps(truth))
     return truth
@@ -127,12 +126,23 @@ def build(n_base: int, workdir: Path, seed: int = 0) -> dict:
 def run_ours(workdir: Path, processes: int, backend: str, bands: int, rows: int) -> np.ndarray:
     from plasma_pipeline.dedup import DedupConfig, dedup_tables
 
-    cfg = DedupConfig(ngram=NGRAM, bands=bands, rows=rows, num_perm=bands * rows, processes=processes,
-                      backend=backend, confirm_threshold=0.7)
+    cfg = DedupConfig(
+        ngram=NGRAM,
+        bands=bands,
+        rows=rows,
+        num_perm=bands * rows,
+        processes=processes,
+        backend=backend,
+        confirm_threshold=0.7,
+    )
     stats = Counter()
     res = dedup_tables([str(workdir / "shard0.parquet"), str(workdir / "shard1.parquet")], cfg, stats)
-    print(json.dumps({"stats": dict(stats), "timings": res.metadata["timings"],
-                      "index_bytes": res.metadata["index_bytes"]}), file=sys.stderr)
+    print(
+        json.dumps(
+            {"stats": dict(stats), "timings": res.metadata["timings"], "index_bytes": res.metadata["index_bytes"]}
+        ),
+        file=sys.stderr,
+    )
     return res.cluster
 
 
@@ -146,6 +156,7 @@ def _ds_minhashes(texts: list[str]):
 def run_datasketch(workdir: Path, processes: int) -> np.ndarray:
     """Plain datasketch: MinHash.bulk (update_batch) for signatures, MinHashLSH (14 x 8) for candidates."""
     from concurrent.futures import ProcessPoolExecutor
+
     from datasketch import MinHashLSH
 
     texts = []
@@ -176,13 +187,17 @@ def run_datasketch(workdir: Path, processes: int) -> np.ndarray:
 
 def run_datatrove(workdir: Path, processes: int) -> np.ndarray:
     """datatrove's 4-stage MinHash pipeline (14 buckets x 8 hashes, 5-grams) with LocalPipelineExecutor."""
+    import xxhash
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
-
-    import xxhash
     from datatrove.utils.hashes import xxhash as dt_xxhash
 
     # datatrove 0.10.1 passes str to xxhash, which xxhash >= 4 rejects: encode first (same hash values as before)
@@ -197,18 +212,41 @@ def run_datatrove(workdir: Path, processes: int) -> np.ndarray:
     def reader():
         return ParquetReader(src, glob_pattern="shard*.parquet", text_key="text", id_key="id")
 
-    LocalPipelineExecutor([reader(), MinhashDedupSignature(output_folder=str(dt / "sigs"), config=cfg)],
-                          tasks=2, workers=processes, logging_dir=logs + "/1").run()
-    LocalPipelineExecutor([MinhashDedupBuckets(input_folder=str(dt / "sigs"), output_folder=str(dt / "buckets"),
-                                               config=cfg)], tasks=BANDS, workers=processes,
-                          logging_dir=logs + "/2").run()
-    LocalPipelineExecutor([MinhashDedupCluster(input_folder=str(dt / "buckets"), output_folder=str(dt / "remove"),
-                                               config=cfg, save_cluster_id=True)], tasks=1,
-                          logging_dir=logs + "/3").run()
-    LocalPipelineExecutor([reader(), MinhashDedupFilter(input_folder=str(dt / "remove"), load_cluster_ids=True,
-                                                        exclusion_writer=ParquetWriter(str(dt / "removed"))),
-                           ParquetWriter(str(dt / "kept"))], tasks=2, workers=processes,
-                          logging_dir=logs + "/4").run()
+    LocalPipelineExecutor(
+        [reader(), MinhashDedupSignature(output_folder=str(dt / "sigs"), config=cfg)],
+        tasks=2,
+        workers=processes,
+        logging_dir=logs + "/1",
+    ).run()
+    LocalPipelineExecutor(
+        [MinhashDedupBuckets(input_folder=str(dt / "sigs"), output_folder=str(dt / "buckets"), config=cfg)],
+        tasks=BANDS,
+        workers=processes,
+        logging_dir=logs + "/2",
+    ).run()
+    LocalPipelineExecutor(
+        [
+            MinhashDedupCluster(
+                input_folder=str(dt / "buckets"), output_folder=str(dt / "remove"), config=cfg, save_cluster_id=True
+            )
+        ],
+        tasks=1,
+        logging_dir=logs + "/3",
+    ).run()
+    LocalPipelineExecutor(
+        [
+            reader(),
+            MinhashDedupFilter(
+                input_folder=str(dt / "remove"),
+                load_cluster_ids=True,
+                exclusion_writer=ParquetWriter(str(dt / "removed")),
+            ),
+            ParquetWriter(str(dt / "kept")),
+        ],
+        tasks=2,
+        workers=processes,
+        logging_dir=logs + "/4",
+    ).run()
     label = {}
     for sub in ("kept", "removed"):
         for f in sorted((dt / sub).glob("*.parquet")):
@@ -276,7 +314,7 @@ def worker(method: str, workdir: Path, processes: int) -> None:
     mem = TreeMemory()
     t0 = time.perf_counter()
     if method.startswith("ours-"):  # ours-<backend>[@<bands>x<rows>]
-        backend, _, shape = method[len("ours-"):].partition("@")
+        backend, _, shape = method[len("ours-") :].partition("@")
         bands, rows = map(int, shape.split("x")) if shape else (BANDS, ROWS)
         labels = run_ours(workdir, processes, backend, bands, rows)
     elif method == "datasketch":
@@ -303,10 +341,18 @@ def score(labels: np.ndarray, truth: dict) -> dict:
     for l_, f in zip(lab.tolist(), family.tolist()):
         fam_per_cluster.setdefault(l_, set()).add(f)
     spurious = sum(1 for s in fam_per_cluster.values() if len(s) > 1)
-    return {"recall_j75": float(same[pos].mean()), "fpr_j50": float(same[neg].mean()), "n_pos": int(pos.sum()),
-            "n_neg": int(neg.sum()), "spurious_clusters": spurious,
-            "flagged_by_j": {f"{lo / 100:.2f}-{(lo + 5) / 100:.2f}": float(same[_bin(j, lo)].mean())
-                             for lo in range(30, 100, 5) if _bin(j, lo).any()}}
+    return {
+        "recall_j75": float(same[pos].mean()),
+        "fpr_j50": float(same[neg].mean()),
+        "n_pos": int(pos.sum()),
+        "n_neg": int(neg.sum()),
+        "spurious_clusters": spurious,
+        "flagged_by_j": {
+            f"{lo / 100:.2f}-{(lo + 5) / 100:.2f}": float(same[_bin(j, lo)].mean())
+            for lo in range(30, 100, 5)
+            if _bin(j, lo).any()
+        },
+    }
 
 
 def _bin(j: np.ndarray, lo_percent: int) -> np.ndarray:
@@ -319,8 +365,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base", type=int, default=10000, help="base documents (the corpus has twice as many)")
     ap.add_argument("--processes", type=int, default=2)
-    ap.add_argument("--methods", default="ours-numpy,ours-rensa,ours-rensa@28x4,datasketch,datatrove",
-                    help="ours-<numpy|rensa>[@<bands>x<rows>], datasketch, datatrove")
+    ap.add_argument(
+        "--methods",
+        default="ours-numpy,ours-rensa,ours-rensa@28x4,datasketch,datatrove",
+        help="ours-<numpy|rensa>[@<bands>x<rows>], datasketch, datatrove",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="runs per method, interleaved; the fastest is reported")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", default=None, help="write results here")
@@ -334,8 +383,11 @@ def main() -> None:
     t = time.perf_counter()
     truth = build(args.base, workdir)
     n_docs = 2 * len(truth["a"])
-    print(f"built {n_docs} docs ({len(truth['a'])} pairs) in {time.perf_counter() - t:.1f}s; "
-          f"pairs J>=0.75: {sum(x >= 0.75 for x in truth['j'])}, J<0.5: {sum(x < 0.5 for x in truth['j'])}", flush=True)
+    print(
+        f"built {n_docs} docs ({len(truth['a'])} pairs) in {time.perf_counter() - t:.1f}s; "
+        f"pairs J>=0.75: {sum(x >= 0.75 for x in truth['j'])}, J<0.5: {sum(x < 0.5 for x in truth['j'])}",
+        flush=True,
+    )
     results = {}
     methods = args.methods.split(",")
     if "datatrove" in methods:
@@ -346,8 +398,21 @@ def main() -> None:
             methods.remove("datatrove")
     for rep in range(args.repeat):
         for method in methods:
-            p = subprocess.run([sys.executable, __file__, "--worker", method, "--workdir", str(workdir),
-                                "--processes", str(args.processes)], capture_output=True, text=True)
+            p = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    method,
+                    "--workdir",
+                    str(workdir),
+                    "--processes",
+                    str(args.processes),
+                ],
+                check=False,
+                capture_output=True,
+                text=True,
+            )
             if p.returncode != 0:
                 print(f"{method} failed:\n{p.stderr[-3000:]}")
                 continue
@@ -356,18 +421,25 @@ def main() -> None:
             run["docs_per_s"] = n_docs / run["seconds"]
             if method.startswith("ours"):
                 run["detail"] = json.loads(p.stderr.strip().splitlines()[-1])
-            print(f"[{rep}] {method:16s} {run['seconds']:7.2f}s {run['docs_per_s']:9.0f} docs/s  recall(J>=.75) "
-                  f"{run['recall_j75']:.4f}  FPR(J<.5) {run['fpr_j50']:.4f}  spurious {run['spurious_clusters']}  "
-                  f"peak {run['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"[{rep}] {method:16s} {run['seconds']:7.2f}s {run['docs_per_s']:9.0f} docs/s  recall(J>=.75) "
+                f"{run['recall_j75']:.4f}  FPR(J<.5) {run['fpr_j50']:.4f}  spurious {run['spurious_clusters']}  "
+                f"peak {run['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
             times = results.get(method, {}).get("all_seconds", []) + [round(run["seconds"], 2)]
             if method not in results or run["seconds"] < results[method]["seconds"]:
                 results[method] = run
             results[method]["all_seconds"] = times
-    print("\n| method | best s (all runs) | docs/s | recall J>=0.75 | FPR J<0.5 | spurious clusters | peak tree PSS MB |")
+    print(
+        "\n| method | best s (all runs) | docs/s | recall J>=0.75 | FPR J<0.5 | spurious clusters | peak tree PSS MB |"
+    )
     print("|---|---|---|---|---|---|---|")
     for m, r in results.items():
-        print(f"| {m} | {r['seconds']:.2f} ({', '.join(map(str, r['all_seconds']))}) | {r['docs_per_s']:.0f} | "
-              f"{r['recall_j75']:.4f} | {r['fpr_j50']:.4f} | {r['spurious_clusters']} | {r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {m} | {r['seconds']:.2f} ({', '.join(map(str, r['all_seconds']))}) | {r['docs_per_s']:.0f} | "
+            f"{r['recall_j75']:.4f} | {r['fpr_j50']:.4f} | {r['spurious_clusters']} | {r['peak_rss_mb']:.0f} |"
+        )
     for ref in ("datasketch", "datatrove"):
         for m in [m for m in results if m.startswith("ours")]:
             if ref in results:

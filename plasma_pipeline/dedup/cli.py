@@ -40,7 +40,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stats: Counter = Counter()
     result = dedup_files(args.inputs, args.out, cfg, stats)
-    summary = {k: result.metadata[k] for k in ("docs", "kept", "dup_rate", "candidate_pairs", "confirmed_pairs",
-                                                "index_bytes", "cluster_size_histogram")}
+    summary = {
+        k: result.metadata[k]
+        for k in (
+            "docs",
+            "kept",
+            "dup_rate",
+            "candidate_pairs",
+            "confirmed_pairs",
+            "index_bytes",
+            "cluster_size_histogram",
+        )
+    }
     print(json.dumps({"counters": dict(stats), **summary}, indent=2))
     return 0

@@ -221,8 +221,9 @@ class DedupResult:
         return out
 
 
-def _keeper_rank(cfg: DedupConfig, ids: pa.ChunkedArray, sources: np.ndarray,
-                 source_names: list[str], lengths: np.ndarray) -> np.ndarray:
+def _keeper_rank(
+    cfg: DedupConfig, ids: pa.ChunkedArray, sources: np.ndarray, source_names: list[str], lengths: np.ndarray
+) -> np.ndarray:
     """Rank of every doc under the keep rule (0 = best): source priority, then the rule, then id, then order."""
     n = len(lengths)
     order_key = np.arange(n)
@@ -399,8 +400,13 @@ def _dedup_from_signatures(sigs, shards, cfg: DedupConfig, stats: Counter, pool:
         need = _sorted_unique(np.concatenate([pa_idx, pb_idx]))
         shard_of = np.searchsorted(offsets, need, side="right") - 1
         jobs = [(si, need[shard_of == si] - offsets[si]) for si in np.unique(shard_of)]
-        res = pool.map(_shingle_job, [shards[si] for si, _ in jobs], [si for si, _ in jobs],
-                       [rows for _, rows in jobs], [cfg] * len(jobs))
+        res = pool.map(
+            _shingle_job,
+            [shards[si] for si, _ in jobs],
+            [si for si, _ in jobs],
+            [rows for _, rows in jobs],
+            [cfg] * len(jobs),
+        )
         flat = np.concatenate([r[0] for r in res])
         counts = np.concatenate([r[1] for r in res])
         starts = np.zeros(len(counts), np.int64)
@@ -450,7 +456,7 @@ def _dedup_from_signatures(sigs, shards, cfg: DedupConfig, stats: Counter, pool:
         "cluster_size_histogram": _size_histogram(cluster_sizes),
         "largest_cluster": int(cluster_sizes.max(initial=0)),
         "exact_duplicates": n_exact_dropped,
-        "candidate_pairs": int(len(pairs)),
+        "candidate_pairs": len(pairs),
         "confirmed_pairs": int(ok.sum()),
         "rejected_by_confirm": int((~ok).sum()),
         "index_bytes": int(index_bytes),
@@ -458,8 +464,15 @@ def _dedup_from_signatures(sigs, shards, cfg: DedupConfig, stats: Counter, pool:
         "index_peak_band_bytes": int(peak_band_bytes),
         "confirm_shingle_bytes": int(confirm_bytes),
         "lsh_threshold": round(cfg.lsh_threshold, 4),
-        "config": {"ngram": cfg.ngram, "num_perm": cfg.num_perm, "bands": cfg.bands, "rows": cfg.rows,
-                   "confirm_threshold": cfg.confirm_threshold, "keep": cfg.keep, "backend": cfg.backend},
+        "config": {
+            "ngram": cfg.ngram,
+            "num_perm": cfg.num_perm,
+            "bands": cfg.bands,
+            "rows": cfg.rows,
+            "confirm_threshold": cfg.confirm_threshold,
+            "keep": cfg.keep,
+            "backend": cfg.backend,
+        },
         "signature_seconds_per_shard": [round(s.seconds, 4) for s in sigs],
     }
     return DedupResult(shard_offsets=offsets, keep=keep, cluster=cluster, ids=ids, metadata=meta)

@@ -17,7 +17,9 @@ STATS_FILE = "dedup_stats.json"
 
 
 def dedup_files(
-    inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike, cfg: DedupConfig | None = None,
+    inputs: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    cfg: DedupConfig | None = None,
     stats: Counter | None = None,
 ) -> DedupResult:
     """Deduplicate Parquet/jsonl files (paths, globs or directories) as one corpus.

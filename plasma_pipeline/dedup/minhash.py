@@ -148,8 +148,10 @@ def minhash_rensa(sh: np.ndarray, n_sh: np.ndarray, num_perm: int, seed: int) ->
     from rensa import RMinHash
 
     if not hasattr(RMinHash, "digest_matrix_from_flat_token_hashes"):
-        raise RuntimeError("dedup.backend 'rensa' needs rensa >= 0.5 (digest_matrix_from_flat_token_hashes); "
-                           "upgrade rensa or set dedup.backend: numpy")
+        raise RuntimeError(
+            "dedup.backend 'rensa' needs rensa >= 0.5 (digest_matrix_from_flat_token_hashes); "
+            "upgrade rensa or set dedup.backend: numpy"
+        )
     m = len(n_sh)
     sig = np.full((m, num_perm), EMPTY, dtype=np.uint32)
     nonempty = np.flatnonzero(n_sh)

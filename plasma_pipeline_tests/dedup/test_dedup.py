@@ -7,14 +7,18 @@ import subprocess
 import sys
 from collections import Counter
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from plasma_pipeline.dedup import DedupConfig, UnionFind, dedup_files, dedup_tables
 from plasma_pipeline.recipe import REPO_ROOT
-from plasma_pipeline_tests.dedup.corpora import edit_every, hamlet_words, shingle_jaccard, wiki_docs
+from plasma_pipeline_tests.dedup.corpora import (
+    edit_every,
+    hamlet_words,
+    shingle_jaccard,
+    wiki_docs,
+)
 
 
 def table(texts, ids=None, source="wiki"):
@@ -61,7 +65,7 @@ def test_confirmation_rejects_false_candidates():
     b = " ".join(edit_every(words, 7))  # J ~ 0.17: shares some shingles, far from a duplicate
     assert 0.1 < shingle_jaccard(a, b) < 0.3
     # 112 bands of 1 row: sharing a single minimum makes a candidate pair
-    kw = dict(bands=112, rows=1, num_perm=112)
+    kw = {"bands": 112, "rows": 1, "num_perm": 112}
     res, stats = run([table([a, b], ids=["a", "b"])], **kw)
     assert stats["candidates/pairs"] == 1
     assert stats["candidates/rejected_by_confirm"] == 1
@@ -137,8 +141,7 @@ def _write_inputs(tmp_path):
     docs = wiki_docs()[:30]
     pq.write_table(table(docs[:20], ids=[f"p{i}" for i in range(20)]), tmp_path / "part.parquet")
     with open(tmp_path / "more.jsonl", "w") as f:  # no id/source columns: made from the file name
-        for t in docs[15:30] + [docs[0].lower()]:
-            f.write(json.dumps({"text": t, "extra": 1}) + "\n")
+        f.writelines(json.dumps({"text": t, "extra": 1}) + "\n" for t in docs[15:30] + [docs[0].lower()])
     return docs
 
 
@@ -160,17 +163,53 @@ def test_cli_subprocess_with_worker_pool(tmp_path):
     _write_inputs(tmp_path)
     out = tmp_path / "cli_out"
     p = subprocess.run(
-        [sys.executable, "-m", "plasma_pipeline.dedup", str(tmp_path / "part.parquet"), str(tmp_path / "more.jsonl"),
-         "--out", str(out), "--bands", "7", "--rows", "16", "--processes", "2", "--backend", "rensa"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "plasma_pipeline.dedup",
+            str(tmp_path / "part.parquet"),
+            str(tmp_path / "more.jsonl"),
+            "--out",
+            str(out),
+            "--bands",
+            "7",
+            "--rows",
+            "16",
+            "--processes",
+            "2",
+            "--backend",
+            "rensa",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
     )
     assert p.returncode == 0, p.stderr
     summary = json.loads(p.stdout)
     assert summary["docs"] == 36 and summary["kept"] == 30
     assert summary["counters"]["dropped/exact_duplicate"] == 6
     assert json.loads((out / "dedup_stats.json").read_text())["metadata"]["config"]["bands"] == 7
-    bad = subprocess.run([sys.executable, "-m", "plasma_pipeline.dedup", str(tmp_path / "part.parquet"), "--out",
-                          str(out), "--bands", "5", "--num-perm", "112"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plasma_pipeline.dedup",
+            str(tmp_path / "part.parquet"),
+            "--out",
+            str(out),
+            "--bands",
+            "5",
+            "--num-perm",
+            "112",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "num_perm" in bad.stderr
 
 
