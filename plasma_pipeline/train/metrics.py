@@ -52,14 +52,14 @@ class Reporter:
         self.echo = echo
         self.pipes = None
         self._pipes_cm = None
-        try:
-            from dagster_pipes import is_dagster_pipes_process, open_dagster_pipes
-
-            if is_dagster_pipes_process():
+        if os.environ.get("DAGSTER_PIPES_CONTEXT"):  # set by the orchestrator's Pipes client
+            try:
+                from dagster_pipes import open_dagster_pipes
+            except ImportError:
+                open_dagster_pipes = None
+            if open_dagster_pipes is not None:
                 self._pipes_cm = open_dagster_pipes()
                 self.pipes = self._pipes_cm.__enter__()
-        except ImportError:
-            pass
 
     def log(self, record: dict) -> None:
         line = json.dumps(record)
@@ -89,8 +89,8 @@ class Reporter:
 
     def close(self) -> None:
         self.file.close()
-        if self._pipes_cm is not None:
-            self._pipes_cm.__exit__(None, None, None)
+        if self._pipes_cm is not None:  # inside a finally: an exception in flight is reported to Dagster
+            self._pipes_cm.__exit__(*sys.exc_info())
             self._pipes_cm = None
 
 
@@ -107,7 +107,8 @@ def step_record(step: int, stats, lr: float, tokens: int, n_params: int, device,
         "step_s": round(stats.wall_s, 4), "compute_s": round(stats.compute_s, 4),
         "h2d_s": round(stats.h2d_s, 4), "d2h_s": round(stats.d2h_s, 4),
         "cpu_adam_s": round(stats.cpu_adam_s, 4), "adam_wait_s": round(stats.adam_wait_s, 4),
-        "idle_s": round(stats.idle_s, 4), "overlap": None if stats.overlap is None else round(stats.overlap, 4),
+        "idle_s": round(stats.idle_s, 4),
+        "overlap": None if stats.overlap is None or device.type != "cuda" else round(stats.overlap, 4),
         "streamed_gb": round(stats.streamed_bytes / 1e9, 3),
         "gpu_peak_gb": None if gpu is None else round(gpu / 2**30, 3), "host_rss_gb": round(rss / 2**30, 3),
     }
