@@ -38,7 +38,10 @@ PLAN = [
     ("2.4b", "2.4b", "streaming", 64, 8, False, 180),
     ("2.4b", "2.4b", "fsdp2_offload", 64, 0, False, 240),
     ("7b", "7b", "streaming", 96, 8, True, 420),
+    # not in the default run: resident with activation checkpointing, the same FLOPs as streaming
+    ("1.2b-ac", "1.2b", "resident_recompute", 64, 8, False, 150),
 ]
+DEFAULT_GROUPS = {"235m", "1.2b", "2.4b", "7b"}
 QUICK_PLAN = [
     ("235m", "toy", "resident", 4, 2, False, 120),
     ("235m", "toy", "streaming", 4, 2, False, 120),
@@ -181,6 +184,7 @@ def worker_bench(spec: dict) -> dict:
     cfg = TrainConfig(model=spec["model"], model_overrides={"max_seq_len": max(seq, 64)}, steps=1000,
                       batch_size=spec["batch"], micro_batch=spec["micro"], lr=3e-4, warmup=0, grad_clip=1.0,
                       engine="streaming" if spec["variant"] == "streaming" else "resident",
+                      recompute=spec["variant"] == "resident_recompute",
                       compile=spec["compile"], device=device.type)
     mcfg = cfg.model_config()
     if spec["variant"] == "fsdp2_offload":
@@ -340,7 +344,8 @@ def main() -> int:
         if not args.quick:
             record(run_variant({"kind": "adam"}, 120))
     for group, model, variant, batch, micro, comp, timeout in (QUICK_PLAN if args.quick else PLAN):
-        if (only and group not in only) or f"{group}:{variant}" in args.skip.split(","):
+        if (only and group not in only) or (not only and group not in DEFAULT_GROUPS) \
+                or f"{group}:{variant}" in args.skip.split(","):
             continue
         if time.time() - t_start > args.budget_s:
             record({"model": model, "variant": variant, "error": "skipped: out of time budget"})
