@@ -71,14 +71,29 @@ def compiled_adamw_available() -> bool:
 def adamw_flat_compiled_(param, grad, exp_avg, exp_avg_sq, work_out, *, step: int, lr: float, beta1: float,
                          beta2: float, eps: float, weight_decay: float, n_decay: int, grad_scale: float = 1.0) -> None:
     """Same update as adamw_flat_ in one fused pass (needs compiled_adamw_available())."""
-    bc1 = 1.0 - beta1**step
+    step_size, bc2_sqrt = _bias_terms(step, lr, beta1, beta2)
     t = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731  (0-d tensors: no recompiles)
-    common = [t(grad_scale), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(lr / bc1),
-              t(math.sqrt(1.0 - beta2**step)), t(eps)]
+    common = [t(grad_scale), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(step_size), t(bc2_sqrt), t(eps)]
     n = param.numel()
     for s, e, mul in ((0, n_decay, 1.0 - lr * weight_decay), (n_decay, n, 1.0)):
         if e > s:
             _compiled_kernel(param[s:e], grad[s:e], exp_avg[s:e], exp_avg_sq[s:e], work_out[s:e], t(mul), *common)
+
+
+def _bias_terms(step: int, lr: float, beta1: float, beta2: float) -> tuple[float, float]:
+    """(step_size, sqrt of the second-moment bias correction), as torch.optim.AdamW computes them."""
+    return lr / (1.0 - beta1**step), math.sqrt(1.0 - beta2**step)
+
+
+def _flat_chunks(param, grad, exp_avg, exp_avg_sq, chunk: int, grad_scale: float):
+    """(start, end, p, m, v, g) over cache-sized slices; g is a fresh fp32 copy of the scaled gradient."""
+    n = param.numel()
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        g = grad[s:e].float() if grad.dtype != torch.float32 else grad[s:e].clone()
+        if grad_scale != 1.0:
+            g.mul_(grad_scale)
+        yield s, e, param[s:e], exp_avg[s:e], exp_avg_sq[s:e], g
 
 
 @torch.no_grad()
@@ -105,16 +120,8 @@ def adamw_flat_(
     Weight decay applies to param[:n_decay]. work_out, if given, receives the new weights in its dtype
     (the bf16 copy that is streamed to the GPU).
     """
-    bc1 = 1.0 - beta1**step
-    bc2_sqrt = math.sqrt(1.0 - beta2**step)
-    step_size = lr / bc1
-    n = param.numel()
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        p, m, v = param[s:e], exp_avg[s:e], exp_avg_sq[s:e]
-        g = grad[s:e].float() if grad.dtype != torch.float32 else grad[s:e].clone()
-        if grad_scale != 1.0:
-            g.mul_(grad_scale)
+    step_size, bc2_sqrt = _bias_terms(step, lr, beta1, beta2)
+    for s, e, p, m, v, g in _flat_chunks(param, grad, exp_avg, exp_avg_sq, chunk, grad_scale):
         if weight_decay != 0.0 and s < n_decay:
             p[: min(e, n_decay) - s].mul_(1.0 - lr * weight_decay)
         m.lerp_(g, 1.0 - beta1)
@@ -147,16 +154,8 @@ def adamw_undo_flat_(
     The streaming engine steps each layer as soon as its gradient is on the host, assuming the global
     norm will not be clipped; when it is, it undoes that step and redoes it with the clip coefficient.
     """
-    bc1 = 1.0 - beta1**step
-    bc2_sqrt = math.sqrt(1.0 - beta2**step)
-    step_size = lr / bc1
-    n = param.numel()
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        p, m, v = param[s:e], exp_avg[s:e], exp_avg_sq[s:e]
-        g = grad[s:e].float() if grad.dtype != torch.float32 else grad[s:e].clone()
-        if grad_scale != 1.0:
-            g.mul_(grad_scale)
+    step_size, bc2_sqrt = _bias_terms(step, lr, beta1, beta2)
+    for s, e, p, m, v, g in _flat_chunks(param, grad, exp_avg, exp_avg_sq, chunk, grad_scale):
         denom = torch.sqrt(v).div_(bc2_sqrt).add_(eps)
         p.addcdiv_(m, denom, value=step_size)
         if weight_decay != 0.0 and s < n_decay:
