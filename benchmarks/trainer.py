@@ -187,6 +187,8 @@ def worker_bench(spec: dict) -> dict:
                       recompute=spec["variant"] == "resident_recompute",
                       compile=spec["compile"], device=device.type)
     mcfg = cfg.model_config()
+    if spec["variant"] == "fsdp2_offload" and device.type != "cuda":
+        return {**spec, "error": "skipped: CPUOffloadPolicy needs cuda"}
     if spec["variant"] == "fsdp2_offload":
         engine = _FSDPEngine(mcfg, cfg, device, dtype)
     else:
