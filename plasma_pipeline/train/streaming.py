@@ -403,7 +403,9 @@ class StreamingEngine:
 
     def optimizer_state_dict(self) -> dict[str, torch.Tensor]:
         self.sync()
-        out = {"step": torch.tensor(self.step, dtype=torch.int64)}
+        # The speculation guess is kept so a resumed run takes the same (rounding-level) path as a straight one.
+        out = {"step": torch.tensor(self.step, dtype=torch.int64),
+               "streaming.last_clipped": torch.tensor(int(self.last_clipped), dtype=torch.int64)}
         for spec, m, v in zip(self.specs, self.exp_avg, self.exp_avg_sq):
             for k, a, b in zip(spec.keys, spec.views(m), spec.views(v)):
                 out[f"{k}.exp_avg"] = a.clone()
@@ -423,6 +425,8 @@ class StreamingEngine:
                     b.copy_(optim[f"{k}.exp_avg_sq"].reshape(b.shape))
         if optim is not None:
             self.step = int(optim["step"])
+            if "streaming.last_clipped" in optim:
+                self.last_clipped = bool(int(optim["streaming.last_clipped"]))
 
     def close(self) -> None:
         self.sync()

@@ -23,12 +23,13 @@ def cfg(data, out, engine, **kw):
     return TrainConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("engine", ["resident", "streaming"])
-def test_exact_resume(tmp_path, sft_shards, engine):
-    train(cfg(sft_shards, tmp_path / "straight", engine))
-    halted = train(cfg(sft_shards, tmp_path / "resumed", engine, halt_at_step=6))
+@pytest.mark.parametrize("engine,kw", [("resident", {}), ("streaming", {}),
+                                       ("streaming", {"grad_clip": 0.3, "speculative_adam": "always"})])
+def test_exact_resume(tmp_path, sft_shards, engine, kw):
+    train(cfg(sft_shards, tmp_path / "straight", engine, **kw))
+    halted = train(cfg(sft_shards, tmp_path / "resumed", engine, halt_at_step=6, **kw))
     assert halted["halted"] and latest_checkpoint(tmp_path / "resumed").name == "step-000006"
-    summary = train(cfg(sft_shards, tmp_path / "resumed", engine))
+    summary = train(cfg(sft_shards, tmp_path / "resumed", engine, **kw))
     assert summary["steps_this_run"] == 6
     a, b = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
     assert sorted(a) == sorted(b) == list(range(1, 13))

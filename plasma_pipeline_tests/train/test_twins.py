@@ -43,7 +43,7 @@ def test_engines_are_twins(request, data, kw):
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-4, rtol=1e-4, msg=k)
-    assert oa.keys() == ob.keys()
+    assert oa.keys() == {k for k in ob if not k.startswith("streaming.")}
     assert int(oa["step"]) == int(ob["step"]) == STEPS
 
 
