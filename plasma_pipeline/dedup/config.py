@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 KEEP_RULES = ("longest", "shortest", "smallest_id", "first")
@@ -20,7 +21,7 @@ class DedupConfig:
     confirm_threshold: float = 0.7  # true shingle Jaccard a candidate pair needs to be merged; 0 = trust LSH
     keep: str = "longest"  # keeper per cluster: longest | shortest | smallest_id | first (input order)
     source_priority: list[str] = field(default_factory=list)  # sources listed first win before the keep rule
-    processes: int = 1  # worker processes for signatures and confirmation (1 = in this process)
+    processes: int = 1  # worker processes for signatures and confirmation (1 = in this process, 0 = all cores)
     backend: str = "rensa"  # MinHash kernel: rensa (Rust, >= 0.5; fastest) or numpy (multiply-add-shift hashing)
     full_pairs_max: int = 16  # buckets up to this size yield all pairs; larger ones yield star + chain pairs
     max_index_mb: float = 1024.0  # band-hash index above this size is kept in memory-mapped files on disk
@@ -29,6 +30,8 @@ class DedupConfig:
     source_field: str = "source"  # column holding the source name (file stem if absent)
 
     def __post_init__(self) -> None:
+        if self.processes == 0 and not isinstance(self.processes, bool):
+            self.processes = os.cpu_count() or 1
         for name in ("ngram", "num_perm", "bands", "rows", "processes", "full_pairs_max"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 
 import dagster as dg
 
@@ -170,7 +173,8 @@ def scored_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
 
 
 def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
-    from plasma_pipeline.dedup import dedup_versions
+    from plasma_pipeline.dedup.core import dedup_tables
+    from plasma_pipeline.shards import read_shard
 
     @dg.asset(
         key="deduped",
@@ -184,10 +188,16 @@ def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
     )
     def deduped(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
-        inputs = {s: store.current(f"scored/{s}").shards() for s in recipe.sources}
+        versions = {s: store.current(f"scored/{s}") for s in recipe.sources}
+        shards = [str(p) for v in versions.values() for p in v.shards()]
+        context.log.info(f"dedup over {len(shards)} shards from {len(versions)} sources")
         with store.writer("deduped") as w:
-            meta = dedup_versions(inputs, recipe.dedup, w.write, w.stats, log=context.log.info)
-            w.metadata.update(meta)
+            result = dedup_tables(shards, recipe.dedup, w.stats)
+            # Second pass: stream each shard again and keep its survivors.
+            for i, path in enumerate(shards):
+                w.write(result.filter_table(i, read_shard(Path(path))))
+            w.metadata.update(result.metadata)
+            w.metadata["input_versions"] = {s: v.id for s, v in versions.items()}
             version = w.publish()
         return version_result(version, "deduped")
 
@@ -249,9 +259,10 @@ def pretrain_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
         store = store_for(recipe)
         deduped, tok = store.current("deduped"), store.current("tokenizer")
         domains = {s: (lambda s=s: _domain_tables(deduped, recipe)[s]) for s in recipe.mix.weights}
-        with store.writer("pretrain_shards") as w:
+        with store.writer("pretrain_shards") as w, tempfile.TemporaryDirectory(dir=store.root) as work:
             meta = build_token_shards(
-                domains, str(tok.file("tokenizer.model")), recipe.mix, w.writer_for("train"), w.writer_for("val"), w.stats
+                domains, str(tok.file("tokenizer.model")), recipe.mix, w.writer_for("train"), w.writer_for("val"),
+                w.stats, work_dir=work,
             )
             w.metadata.update(meta)
             w.metadata["tokenizer_version"] = tok.id

@@ -1,0 +1,143 @@
+"""Stages 9, 10 and 12: instruction data, SFT shards with loss masks, and the evaluation report."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from plasma_pipeline.defs.common import (
+    DATA_AUTOMATION,
+    code_version,
+    manifest_check_spec,
+    store_for,
+    version_result,
+)
+from plasma_pipeline.recipe import Recipe
+
+CHECK_BPB = "bits_per_byte_not_regressed"
+
+
+def instructions_asset(recipe: Recipe) -> dg.AssetsDefinition:
+    from plasma_pipeline.instruct import build_instructions
+
+    cfg = recipe.instructions
+    feeding = [s for s in recipe.sources if cfg.domain_of(s) in cfg.generators]
+
+    @dg.asset(
+        key="instructions",
+        deps=[dg.AssetKey(["raw", s]) for s in feeding],
+        group_name="instruct",
+        code_version=code_version(recipe, "instructions"),
+        check_specs=[manifest_check_spec("instructions")],
+        automation_condition=DATA_AUTOMATION,
+        kinds={"parquet"},
+        description="Stage 9: templated instructions and chats from the structured sources, decontaminated.",
+    )
+    def instructions(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        store = store_for(recipe)
+        versions = {s: store.current(f"raw/{s}") for s in feeding}
+        with store.writer("instructions") as w:
+            for table in build_instructions(cfg, w.stats, {s: v.iter_tables() for s, v in versions.items()}):
+                w.write(table)
+            w.metadata["input_versions"] = {s: v.id for s, v in versions.items()}
+            version = w.publish()
+        return version_result(version, "instructions")
+
+    return instructions
+
+
+def sft_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
+    from plasma_pipeline.instruct import build_sft_shards
+
+    @dg.asset(
+        key="sft_shards",
+        deps=["instructions", "tokenizer"],
+        group_name="instruct",
+        code_version=code_version(recipe, "sft_shards"),
+        check_specs=[manifest_check_spec("sft_shards")],
+        automation_condition=DATA_AUTOMATION,
+        kinds={"parquet"},
+        description="Stage 10: chats rendered with the chat template; only assistant tokens are trained.",
+    )
+    def sft_shards(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        store = store_for(recipe)
+        ins, tok = store.current("instructions"), store.current("tokenizer")
+        with store.writer("sft_shards") as w:
+            meta = build_sft_shards(
+                ins.iter_tables(), str(tok.file("tokenizer.model")), recipe.sft_shards,
+                w.writer_for("train"), w.writer_for("val"), w.stats,
+            )
+            w.metadata.update(meta)
+            w.metadata["tokenizer_version"] = tok.id
+            version = w.publish()
+        return version_result(version, "sft_shards")
+
+    return sft_shards
+
+
+STATS_ASSETS_PREFIXES = ("raw", "clean", "scored")
+
+
+def evaluation_asset(recipe: Recipe) -> dg.AssetsDefinition:
+    from plasma_pipeline.evaluate import run_evaluation
+    from plasma_pipeline.instruct import eval_prompts
+
+    cfg = recipe.evaluation
+
+    @dg.asset(
+        key="evaluation",
+        deps=["base_model", "chat_model", "pretrain_shards", "sft_shards"],
+        group_name="evaluate",
+        code_version=code_version(recipe, "evaluation"),
+        check_specs=[
+            manifest_check_spec("evaluation"),
+            dg.AssetCheckSpec(CHECK_BPB, asset="evaluation",
+                              description="val bits-per-byte per domain has not regressed past the threshold vs the previous version"),
+        ],
+        kinds={"pytorch"},
+        description="Stage 12: val loss and bits-per-byte per domain, a prompt battery, and a report card.",
+    )
+    def evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        store = store_for(recipe)
+        base, chat = store.current("base_model"), store.current("chat_model")
+        pre, sft = store.current("pretrain_shards"), store.current("sft_shards")
+        stage_stats = {}
+        for s in recipe.sources:
+            for prefix in STATS_ASSETS_PREFIXES:
+                stage_stats[f"{prefix}/{s}"] = store.current(f"{prefix}/{s}").stats
+        for key in ("deduped", "instructions"):
+            stage_stats[key] = store.current(key).stats
+        try:
+            prev = store.current("evaluation")
+            previous = prev.manifest.get("metadata", {}).get("val_metrics")
+        except FileNotFoundError:
+            previous = None
+        prompts = eval_prompts(per_domain=recipe.instructions.eval_per_domain)
+        with store.writer("evaluation") as w:
+            out = run_evaluation(
+                base_dir=str(base.path), chat_dir=str(chat.path), pretrain_shards_dir=str(pre.path),
+                sft_shards_dir=str(sft.path), prompts=prompts, stage_stats=stage_stats, cfg=cfg,
+                out_dir=w.dir, previous=previous,
+            )
+            w.metadata.update(out["metadata"])
+            w.metadata["model_versions"] = {"base_model": base.id, "chat_model": chat.id}
+            version = w.publish()
+        context.log.info(f"report card: {version.path / 'report.md'}")
+        result = version_result(version, "evaluation")
+        passed, details = out["checks"]["bpb"]
+        bpb_check = dg.AssetCheckResult(
+            check_name=CHECK_BPB, asset_key="evaluation", passed=bool(passed),
+            severity=dg.AssetCheckSeverity.ERROR, metadata={"details": dg.MetadataValue.json(details)},
+        )
+        report = (version.path / "report.md").read_text()
+        return dg.MaterializeResult(
+            metadata={**(result.metadata or {}), "report": dg.MetadataValue.md(report),
+                      "report_path": dg.MetadataValue.path(str(version.path / "report.md"))},
+            data_version=result.data_version,
+            check_results=list(result.check_results or []) + [bpb_check],
+        )
+
+    return evaluation
+
+
+def chat_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:
+    return [instructions_asset(recipe), sft_shards_asset(recipe), evaluation_asset(recipe)]

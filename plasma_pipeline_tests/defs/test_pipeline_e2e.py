@@ -1,0 +1,136 @@
+"""The whole pipeline on a tiny recipe over the real offline corpora, through the real Dagster CLI and instance.
+
+One module-scoped run keeps the suite fast: `dagster asset materialize --select '*'` materializes all twelve
+stages into a persistent instance; then the mix is edited and `plasma materialize --stale` must run exactly
+`pretrain_shards` and what is downstream of it, as the instance's event log shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from plasma_pipeline.recipe import REPO_ROOT
+from plasma_pipeline_tests.conftest import tiny_recipe_dict
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+ALL_STAGE_KEYS = {
+    "quality_classifier", "toxicity_classifier", "deduped", "tokenizer", "pretrain_shards", "base_model",
+    "instructions", "sft_shards", "chat_model", "evaluation",
+}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, offline_sources):
+    tmp = tmp_path_factory.mktemp("e2e")
+    home = tmp / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
+    recipe = tmp / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(tmp / "store")))
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PLASMA_RECIPE": str(recipe), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "plasma_pipeline.definitions", "--select", "*"],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
+    return {"home": home, "recipe": recipe, "env": env, "store": tmp / "store", "log": proc.stderr}
+
+
+def _instance(home: Path) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def test_all_twelve_stages_materialize_with_the_dagster_cli(pipeline):
+    instance = _instance(pipeline["home"])
+    keys = {k.to_user_string() for k in instance.get_asset_keys()}
+    for s in ("wiki", "recipes", "code", "dialog", "literature"):
+        assert {f"raw/{s}", f"clean/{s}", f"scored/{s}"} <= keys
+    assert ALL_STAGE_KEYS <= keys
+    # Data versions are the manifest hashes of the published versions.
+    store = pipeline["store"]
+    for key in ("clean/wiki", "deduped", "pretrain_shards", "base_model"):
+        ev = instance.get_latest_materialization_event(dg.AssetKey.from_user_string(key))
+        tags = ev.asset_materialization.tags
+        current = (store / key / "CURRENT").read_text().strip()
+        assert tags["dagster/data_version"] == current, key
+
+
+def test_stage_counters_and_checks_are_recorded(pipeline):
+    instance = _instance(pipeline["home"])
+    ev = instance.get_latest_materialization_event(dg.AssetKey(["clean", "wiki"]))
+    md = ev.asset_materialization.metadata
+    assert md["rows"].value > 0
+    assert "dropped/" in md["counters"].value  # per-rule drop counts, e.g. French docs dropped by language ID
+    manifest = json.loads((pipeline["store"] / "clean" / "wiki" / "versions" / md["version"].value / "manifest.json").read_text())
+    assert any(k.startswith("dropped/lang") for k in manifest["stats"]), manifest["stats"]
+    assert "| id |" in md["sample"].value
+
+
+def _status(pipeline) -> list[str]:
+    proc = subprocess.run([str(BIN / "plasma"), "status"], env=pipeline["env"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.split()
+
+
+def test_a_clean_threshold_changes_only_that_sources_clean_code_version(pipeline):
+    original = pipeline["recipe"].read_text()
+    assert _status(pipeline) == ["everything", "is", "fresh"]
+    raw = yaml.safe_load(original)
+    raw["sources"]["wiki"]["clean"]["min_words"] = 27
+    pipeline["recipe"].write_text(yaml.safe_dump(raw))
+    try:
+        assert _status(pipeline) == ["stale", "clean/wiki"]
+        from plasma_pipeline.defs import build_defs
+        from plasma_pipeline.recipe import load_recipe
+
+        instance = _instance(pipeline["home"])
+        defs = build_defs(load_recipe(pipeline["recipe"]))
+        graph = defs.resolve_asset_graph()
+        changed = set()
+        for key in graph.materializable_asset_keys:
+            ev = instance.get_latest_materialization_event(key)
+            if ev.asset_materialization.tags.get("dagster/code_version") != graph.get(key).code_version:
+                changed.add(key.to_user_string())
+        assert changed == {"clean/wiki"}
+    finally:
+        pipeline["recipe"].write_text(original)
+
+
+def test_editing_the_mix_reruns_only_pretrain_shards_and_downstream(pipeline):
+    instance = _instance(pipeline["home"])
+    before = instance.get_latest_materialization_event(dg.AssetKey("evaluation")).storage_id
+    raw = yaml.safe_load(pipeline["recipe"].read_text())
+    raw["mix"]["weights"]["wiki"] = raw["mix"]["weights"]["wiki"] * 3
+    pipeline["recipe"].write_text(yaml.safe_dump(raw))
+
+    assert _status(pipeline) == ["stale", "pretrain_shards"]
+
+    proc = subprocess.run([str(BIN / "plasma"), "materialize", "--stale", "--with-training"], env=pipeline["env"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    instance = _instance(pipeline["home"])
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("pretrain_shards")), limit=100
+    ).records
+    ran = set()
+    for key in instance.get_asset_keys():
+        recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=100).records
+        if any(r.storage_id > before for r in recs):
+            ran.add(key.to_user_string())
+    assert records
+    assert ran == {"pretrain_shards", "base_model", "chat_model", "evaluation"}, ran
+
+    again = subprocess.run([str(BIN / "plasma"), "materialize", "--stale", "--with-training"], env=pipeline["env"],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "nothing was stale" in again.stdout, again.stdout + again.stderr[-2000:]
