@@ -1,6 +1,5 @@
 """The Dagster layer: thin assets over the stage libraries, gathered into one Definitions per recipe."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,6 +1,5 @@
 """Stages 9, 10 and 12: instruction data, SFT shards with loss masks, and the evaluation report."""
 
-from __future__ import annotations
 
 import dagster as dg
 
@@ -25,7 +24,7 @@ def instructions_asset(recipe: Recipe) -> dg.AssetsDefinition:
     @dg.asset(
         key="instructions",
         deps=[dg.AssetKey(["raw", s]) for s in feeding],
-        group_name="instruct",
+        group_name="instructions",
         code_version=code_version(recipe, "instructions"),
         check_specs=[manifest_check_spec("instructions")],
         automation_condition=DATA_AUTOMATION,
@@ -51,7 +50,7 @@ def sft_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
     @dg.asset(
         key="sft_shards",
         deps=["instructions", "tokenizer"],
-        group_name="instruct",
+        group_name="sft_shards",
         code_version=code_version(recipe, "sft_shards"),
         check_specs=[manifest_check_spec("sft_shards")],
         automation_condition=DATA_AUTOMATION,
@@ -78,21 +77,25 @@ STATS_ASSETS_PREFIXES = ("raw", "clean", "scored")
 
 
 def evaluation_asset(recipe: Recipe) -> dg.AssetsDefinition:
-    from plasma_pipeline.evaluate import run_evaluation
+    import json
+
+    from plasma_pipeline.evaluate import CHECK_NAMES, run_evaluation
     from plasma_pipeline.instruct import eval_prompts
 
     cfg = recipe.evaluation
+    bpb_checks = [
+        dg.AssetCheckSpec(name, asset="evaluation",
+                          description=f"{label} model: val bits-per-byte per domain has not regressed past "
+                                      f"+{cfg.bpb_regression_threshold:.0%} of the previous evaluation")
+        for label, name in CHECK_NAMES.items()
+    ]
 
     @dg.asset(
         key="evaluation",
         deps=["base_model", "chat_model", "pretrain_shards", "sft_shards"],
-        group_name="evaluate",
+        group_name="evaluation",
         code_version=code_version(recipe, "evaluation"),
-        check_specs=[
-            manifest_check_spec("evaluation"),
-            dg.AssetCheckSpec(CHECK_BPB, asset="evaluation",
-                              description="val bits-per-byte per domain has not regressed past the threshold vs the previous version"),
-        ],
+        check_specs=[manifest_check_spec("evaluation"), *bpb_checks],
         kinds={"pytorch"},
         description="Stage 12: val loss and bits-per-byte per domain, a prompt battery, and a report card.",
     )
@@ -107,33 +110,34 @@ def evaluation_asset(recipe: Recipe) -> dg.AssetsDefinition:
         for key in ("deduped", "instructions"):
             stage_stats[key] = store.current(key).stats
         try:
-            prev = store.current("evaluation")
-            previous = prev.manifest.get("metadata", {}).get("val_metrics")
+            previous = json.loads(store.current("evaluation").file("metrics.json").read_text())
         except FileNotFoundError:
             previous = None
         prompts = eval_prompts(per_domain=recipe.instructions.eval_per_domain)
+        data = {"base_model": base.id, "chat_model": chat.id, "pretrain_shards": pre.id, "sft_shards": sft.id}
+        context.log.info(f"evaluating base {base.id} and chat {chat.id} on {len(prompts)} prompts")
         with store.writer("evaluation") as w:
             out = run_evaluation(
                 base_dir=str(base.path), chat_dir=str(chat.path), pretrain_shards_dir=str(pre.path),
                 sft_shards_dir=str(sft.path), prompts=prompts, stage_stats=stage_stats, cfg=cfg,
-                out_dir=w.dir, previous=previous,
+                out_dir=w.dir, previous=previous, data=data, stats=w.stats,
             )
             w.metadata.update(out["metadata"])
-            w.metadata["model_versions"] = {"base_model": base.id, "chat_model": chat.id}
             version = w.publish()
-        context.log.info(f"report card: {version.path / 'report.md'}")
-        result = version_result(version, "evaluation")
-        passed, details = out["checks"]["bpb"]
-        bpb_check = dg.AssetCheckResult(
-            check_name=CHECK_BPB, asset_key="evaluation", passed=bool(passed),
-            severity=dg.AssetCheckSeverity.ERROR, metadata={"details": dg.MetadataValue.json(details)},
-        )
-        report = (version.path / "report.md").read_text()
+        report_path = version.path / "report.md"
+        context.log.info(f"report card: {report_path}")
+        result = version_result(version, "evaluation", extra={"report_path": dg.MetadataValue.path(str(report_path))})
+        checks = [
+            dg.AssetCheckResult(
+                check_name=name, asset_key="evaluation", passed=bool(c["passed"]),
+                severity=dg.AssetCheckSeverity.ERROR, description=c["description"],
+                metadata={"details": dg.MetadataValue.json(json.loads(json.dumps(c["metadata"], default=str)))},
+            )
+            for name, c in out["checks"].items()
+        ]
         return dg.MaterializeResult(
-            metadata={**(result.metadata or {}), "report": dg.MetadataValue.md(report),
-                      "report_path": dg.MetadataValue.path(str(version.path / "report.md"))},
-            data_version=result.data_version,
-            check_results=list(result.check_results or []) + [bpb_check],
+            metadata=result.metadata, data_version=result.data_version,
+            check_results=list(result.check_results or []) + checks,
         )
 
     return evaluation

@@ -1,6 +1,5 @@
 """What every asset shares: code versions from recipe slices, and turning a published version into Dagster metadata."""
 
-from __future__ import annotations
 
 import json
 from collections import Counter
@@ -30,6 +29,12 @@ IMPL_VERSION = {
 }
 
 CHECK_MANIFEST = "shards_match_manifest"
+
+# One Dagster asset group per pipeline stage, in pipeline order, so the UI's lineage view reads as the twelve stages.
+STAGE_GROUPS = (
+    "collect", "clean", "classifiers", "score", "dedup", "tokenizer",
+    "mix", "pretrain", "instructions", "sft_shards", "sft", "evaluation",
+)
 
 # Data stages follow their parents when the automation daemon runs (`dagster dev`): a rematerialized parent or a
 # changed code version starts them. Training assets get no condition: retraining is never silent.
@@ -102,8 +107,8 @@ def version_result(
         "counters": dg.MetadataValue.md(_counter_markdown(stats)),
         "sample": dg.MetadataValue.md(_sample_markdown(version)),
     }
-    for k, v in (extra or version.manifest.get("metadata") or {}).items():
-        metadata[k] = _to_metadata(v)
+    for k, v in {**(version.manifest.get("metadata") or {}), **(extra or {})}.items():
+        metadata[k] = v if isinstance(v, dg.MetadataValue) else _to_metadata(v)
     return dg.MaterializeResult(
         asset_key=key,
         metadata=metadata,

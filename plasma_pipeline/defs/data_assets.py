@@ -1,6 +1,5 @@
 """Stages 1-7 as Dagster assets: thin wrappers that read upstream versions, call a stage library, publish a version."""
 
-from __future__ import annotations
 
 import tempfile
 from pathlib import Path
@@ -89,7 +88,7 @@ def classifier_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key="quality_classifier",
         deps=[dg.AssetKey(["clean", s]) for s in dict.fromkeys(pos + neg)],
-        group_name="classify",
+        group_name="classifiers",
         code_version=code_version(recipe, "quality"),
         check_specs=[manifest_check_spec("quality_classifier")],
         automation_condition=DATA_AUTOMATION,
@@ -115,7 +114,7 @@ def classifier_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key="toxicity_classifier",
         deps=[dg.AssetKey(["clean", s]) for s in tox_sources],
-        group_name="classify",
+        group_name="classifiers",
         code_version=code_version(recipe, "toxicity"),
         check_specs=[manifest_check_spec("toxicity_classifier")],
         automation_condition=DATA_AUTOMATION,
@@ -210,7 +209,7 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
     @dg.asset(
         key="tokenizer",
         deps=["deduped"],
-        group_name="tokenize",
+        group_name="tokenizer",
         code_version=code_version(recipe, "tokenizer"),
         check_specs=[manifest_check_spec("tokenizer")],
         automation_condition=DATA_AUTOMATION,
@@ -248,7 +247,7 @@ def pretrain_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
     @dg.asset(
         key="pretrain_shards",
         deps=["deduped", "tokenizer"],
-        group_name="tokenize",
+        group_name="mix",
         code_version=code_version(recipe, "mix"),
         check_specs=[manifest_check_spec("pretrain_shards")],
         automation_condition=DATA_AUTOMATION,

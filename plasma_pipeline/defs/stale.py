@@ -5,7 +5,6 @@ rematerialized; its CLI has no stale selection. So: compute the stale set, run i
 whose rerun yields identical bytes publishes the same data version, so its children stay fresh and never run.
 """
 
-from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 

@@ -8,7 +8,6 @@ terminated from the UI resumes from its last checkpoint when launched again with
 version holds the final weights, the tokenizer and the run's metrics, and its id is a hash of those files.
 """
 
-from __future__ import annotations
 
 import hashlib
 import json
@@ -71,12 +70,13 @@ def _loss_curve_md(out_dir: Path) -> str:
 def training_asset(
     recipe: Recipe, key: str, section: str, data_key: str, init_key: str | None, description: str
 ) -> dg.AssetsDefinition:
+    group = section  # one group per stage: "pretrain" (stage 8), "sft" (stage 11)
     deps = [data_key, "tokenizer"] + ([init_key] if init_key else [])
 
     @dg.asset(
         key=key,
         deps=deps,
-        group_name="train",
+        group_name=group,
         pool=GPU_POOL,
         code_version=code_version(recipe, section),
         check_specs=[manifest_check_spec(key)],
@@ -103,7 +103,8 @@ def training_asset(
             context=context,
             extras={"asset": key, "data_version": data.id},
         )
-        messages = invocation.get_custom_messages()
+        # The trainer reports one materialization (its summary); its metadata joins the published version's.
+        trainer_meta = dict(invocation.get_materialize_result().metadata or {})
         final = work / "final"
         if not (final / "model.safetensors").exists():
             raise RuntimeError(f"trainer finished without writing {final}/model.safetensors")
@@ -127,10 +128,8 @@ def training_asset(
                     "loss_curve": _loss_curve_md(work),
                 }
             )
-            if messages:
-                w.metadata["trainer_messages"] = len(messages)
             version = w.publish()
-        return version_result(version, key)
+        return version_result(version, key, extra={f"trainer/{k}": v for k, v in trainer_meta.items()})
 
     return _train
 

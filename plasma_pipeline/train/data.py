@@ -71,10 +71,19 @@ def read_shard(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return ids, mask
 
 
+# Stage 7 pads the last train row with id 0 (the tokenizer's <pad>); those targets must not be trained on.
+PAD_ID = 0
+
+
 def to_batch(ids: np.ndarray, mask: np.ndarray | None) -> Batch:
     t = torch.from_numpy(np.ascontiguousarray(ids))
-    m = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask[:, 1:])).float()
-    return Batch(inputs=t[:, :-1].contiguous(), targets=t[:, 1:].contiguous(), mask=m)
+    targets = t[:, 1:].contiguous()
+    if mask is None:
+        pad = targets == PAD_ID
+        m = (~pad).float() if bool(pad.any()) else None
+    else:
+        m = torch.from_numpy(np.ascontiguousarray(mask[:, 1:])).float()
+    return Batch(inputs=t[:, :-1].contiguous(), targets=targets, mask=m)
 
 
 class TokenLoader:

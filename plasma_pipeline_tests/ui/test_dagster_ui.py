@@ -1,0 +1,149 @@
+"""The Dagster web UI as a person uses it: `dagster dev` on a loopback port, driven by Debian's headless Chromium.
+
+The test opens the lineage view and reads the twelve stage groups off the graph canvas, opens `raw/dialog`,
+presses Materialize, waits until the UI shows the new materialization, and saves a screenshot under
+runs/ui-screenshots/ (kept after the test so a person can look at it).
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from plasma_pipeline.defs.common import STAGE_GROUPS
+from plasma_pipeline.recipe import REPO_ROOT
+from plasma_pipeline_tests.conftest import tiny_recipe_dict
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = REPO_ROOT / "runs" / "ui-screenshots"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory, offline_sources):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is missing: `make browser-deps` installs Debian's chromium")
+    tmp = tmp_path_factory.mktemp("ui")
+    home = tmp / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
+    recipe = tmp / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(tmp / "store")))
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PLASMA_RECIPE": str(recipe)}
+    log = open(tmp / "dagster_dev.log", "w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "dev", "-m", "plasma_pipeline.definitions",
+         "-h", "127.0.0.1", "-p", str(port)],
+        env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while True:
+        try:
+            urllib.request.urlopen(url + "/server_info", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                log.flush()
+                pytest.fail("dagster dev did not come up:\n" + (tmp / "dagster_dev.log").read_text()[-4000:])
+            time.sleep(1)
+    try:
+        yield {"url": url, "home": home, "store": tmp / "store", "log": tmp / "dagster_dev.log"}
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: dagster dev stops its daemon and webserver
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(dagster_dev):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"],
+        )
+        pg = browser.new_page(viewport={"width": 1600, "height": 1000})
+        pg.set_default_timeout(60_000)
+        yield pg
+        browser.close()
+
+
+def _dismiss_welcome(page) -> None:
+    """A first visit gets a "Join the Dagster community" modal a moment after load; Skip is remembered."""
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.first.wait_for(timeout=15_000)
+    except Exception:  # playwright's TimeoutError: the modal was already dismissed in this browser
+        return
+    skip.first.click()
+    skip.first.wait_for(state="detached")
+
+
+def test_lineage_graph_shows_the_twelve_stages(dagster_dev, page):
+    page.goto(dagster_dev["url"] + "/asset-groups")
+    _dismiss_welcome(page)
+    canvas = page.locator("svg").filter(has_text="evaluation").first
+    canvas.wait_for()
+    missing = [g for g in STAGE_GROUPS if not canvas.get_by_text(g, exact=True).count()]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "lineage.png"))
+    assert not missing, f"stage groups missing from the lineage graph: {missing}\n{canvas.text_content()}"
+    assert len(STAGE_GROUPS) == 12
+
+
+def test_materialize_from_the_ui_succeeds(dagster_dev, page):
+    page.goto(dagster_dev["url"] + "/assets/raw/dialog")
+    page.get_by_text("Never materialized").wait_for()
+    page.locator("button", has_text=re.compile(r"^\s*Materialize\s*$")).first.click()
+
+    # The UI polls the run; the asset page flips from "Never materialized" once the run has succeeded.
+    deadline = time.time() + 300
+    instance = dg.DagsterInstance.from_config(str(dagster_dev["home"]))
+    target = {dg.AssetKey(["raw", "dialog"])}
+    while time.time() < deadline:
+        # Only the run the button launched: eager automation may start downstream runs after it.
+        runs = [r for r in instance.get_runs() if r.asset_selection == target]
+        if runs and runs[0].status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            pytest.fail(f"run {runs[0].run_id} ended {runs[0].status}:\n" + dagster_dev["log"].read_text()[-4000:])
+        if runs and runs[0].status == dg.DagsterRunStatus.SUCCESS:
+            break
+        time.sleep(2)
+    else:
+        pytest.fail("the run launched from the UI did not finish in 300 s:\n" + dagster_dev["log"].read_text()[-4000:])
+
+    page.reload()
+    page.get_by_text("Never materialized").wait_for(state="detached")
+    page.get_by_text("Latest materialization").wait_for()
+    page.get_by_text("rows").first.wait_for()  # the stage's counters show in the materialization's metadata
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOTS / "raw-dialog-materialized.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+    assert len(runs) == 1, [r.run_id for r in runs]
+    ev = instance.get_latest_materialization_event(dg.AssetKey(["raw", "dialog"]))
+    current = (dagster_dev["store"] / "raw" / "dialog" / "CURRENT").read_text().strip()
+    assert ev.asset_materialization.tags["dagster/data_version"] == current
