@@ -22,6 +22,7 @@ dropped per domain (reported as `val_tail_tokens_dropped`), so val holds no padd
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import os
@@ -188,6 +189,25 @@ def _tokenize_domain(
     return spill
 
 
+def _tokenize_domain_with_val(
+    d: str, di: int, tables: Callable[[], Iterable[pa.Table]], sp, cfg: MixConfig, spill_dir: str,
+    val_buf: _ShardBuffer, stats: Counter,
+) -> _DomainSpill:
+    """`_tokenize_domain`, but a domain of few documents whose hashes all miss val_fraction still gets one val
+    document (the lowest hash), so every domain has a val loss. Only such small domains are tokenized twice."""
+    first = Counter()
+    spill = _tokenize_domain(d, di, tables(), sp, cfg, spill_dir, val_buf, first)
+    keys = np.concatenate(spill.keys) if spill.keys else np.zeros(0, np.uint64)
+    if spill.val_docs or len(keys) < 2:
+        stats.update(first)
+        return spill
+    os.unlink(spill.path)
+    # A cut just above the smallest train key moves exactly that document (and its hash twins) to val.
+    cut = float(np.nextafter(float(keys.min()), np.inf)) / _U64
+    stats["val/min_one_doc_domains"] += 1
+    return _tokenize_domain(d, di, tables(), sp, dataclasses.replace(cfg, val_fraction=cut), spill_dir, val_buf, stats)
+
+
 def _partial_take(spill: _DomainSpill, plan: DomainPlan, d: str, cfg: MixConfig) -> np.ndarray:
     """Tokens taken from each document in the partial epoch: lowest seeded hashes first, the boundary one cut."""
     lengths = spill.doc_lengths
@@ -263,7 +283,7 @@ def build_token_shards(
 
     with tempfile.TemporaryDirectory(prefix="plasma-mix-", dir=work_dir) as spill_dir:
         spills = {
-            d: _tokenize_domain(d, di, domain_doc_iters[d](), sp, cfg, spill_dir, val_buf, stats)
+            d: _tokenize_domain_with_val(d, di, domain_doc_iters[d], sp, cfg, spill_dir, val_buf, stats)
             for di, d in enumerate(domains)
         }
         val_buf.close()

@@ -216,3 +216,18 @@ def test_val_cap_and_unknown_domain(tok_path):
     assert stats["dropped/val_over_cap"] > 0
     with pytest.raises(ValueError, match="unknown domains"):
         run(tok_path, MixConfig(weights={"wiki": 1, "arxiv": 1}, total_tokens=100, seq_len=SEQ))
+
+
+def test_a_small_domain_still_gets_one_val_document(tok_path):
+    """Real dialog documents whose id hashes all miss val_fraction: the lowest-hash one is held out anyway."""
+    from plasma_pipeline.mix.build import is_val_doc
+
+    table = mix_domains()["dialog"].slice(0, 4)
+    cfg = MixConfig(weights={"dialog": 1.0}, total_tokens=2_000, seq_len=32, val_fraction=0.0001)
+    assert not any(is_val_doc(i, cfg) for i in table.column("id").to_pylist())
+    train, val, stats = [], [], Counter()
+    meta = build_token_shards(iters({"dialog": table}), tok_path, cfg, train.append, val.append, stats)
+    assert meta["domains"]["dialog"]["val_docs"] == 1
+    assert sum(t.num_rows for t in val) >= 1
+    assert stats["val/min_one_doc_domains"] == 1
+    assert meta["domains"]["dialog"]["docs_available"] == 3  # the val document is not trained on

@@ -68,3 +68,15 @@ def test_ragged_rows_rejected(tmp_path):
                              "domain": ["a", "b"]}), tmp_path / "train" / "x.parquet")
     with pytest.raises(ValueError, match="packed"):
         read_shard(tmp_path / "train" / "x.parquet")
+
+
+def test_pad_targets_of_the_last_pretrain_row_are_masked():
+    """Stage 7 pads the final train row with id 0; those positions must not count in the loss."""
+    from plasma_pipeline.train.data import PAD_ID, to_batch
+
+    ids = np.array([[1, 17, 18, 19, 2, 1, 20, 2, PAD_ID, PAD_ID], [1, 5, 6, 7, 8, 9, 10, 11, 12, 2]], dtype=np.int64)
+    b = to_batch(ids, None)
+    assert b.mask is not None
+    assert b.mask[0].tolist() == [1, 1, 1, 1, 1, 1, 1, 0, 0]
+    assert b.mask[1].tolist() == [1] * 9
+    assert to_batch(ids[1:], None).mask is None  # rows without padding keep the cheap unmasked path
