@@ -47,25 +47,30 @@ def build_engine(cfg: TrainConfig, mcfg: ModelConfig, device, dtype, weights=Non
 
 
 class _SigtermFlag:
-    """Turns SIGTERM into a flag the loop checks at step boundaries (main thread only)."""
+    """Turns SIGTERM and SIGINT into a flag the loop checks at step boundaries (main thread only).
+
+    SIGINT matters because Dagster Pipes forwards a run terminated from the UI as SIGINT to the trainer."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.set = False
-        self.prev = None
+        self.prev: dict = {}
 
     def __enter__(self):
         try:
-            self.prev = signal.signal(signal.SIGTERM, self._handle)
+            for sig in self.SIGNALS:
+                self.prev[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread: leave signals alone
-            self.prev = None
+            self.prev = {}
         return self
 
     def _handle(self, signum, frame):
         self.set = True
 
     def __exit__(self, *exc):
-        if self.prev is not None:
-            signal.signal(signal.SIGTERM, self.prev)
+        for sig, prev in self.prev.items():
+            signal.signal(sig, prev)
 
 
 def evaluate(engine, batches) -> float | None:

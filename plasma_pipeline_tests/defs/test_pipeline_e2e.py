@@ -132,3 +132,55 @@ def test_editing_the_mix_reruns_only_pretrain_shards_and_downstream(pipeline):
     again = subprocess.run([str(BIN / "plasma"), "materialize", "--stale", "--with-training"], env=pipeline["env"],
                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "nothing was stale" in again.stdout, again.stdout + again.stderr[-2000:]
+
+
+def _trainer_processes(run_json: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"plasma_pipeline.train" in cmd and str(run_json).encode() in cmd:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_interrupting_a_training_run_keeps_its_checkpoint_and_the_next_launch_resumes(pipeline):
+    """What "Terminate" in the UI does: the run process is interrupted, Pipes forwards SIGINT to the trainer,
+    which checkpoints at the step boundary and exits; launching again with the same inputs resumes."""
+    import signal
+    import time
+
+    from plasma_pipeline.train.checkpoint import list_checkpoints
+
+    raw = yaml.safe_load(pipeline["recipe"].read_text())
+    raw["pretrain"].update(steps=400, save_every=4, log_every=20)
+    pipeline["recipe"].write_text(yaml.safe_dump(raw))
+    cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "plasma_pipeline.definitions", "--select", "base_model"]
+    work_root = pipeline["store"] / "base_model" / "work"
+    before = set(work_root.iterdir())
+    proc = subprocess.Popen(cmd, env=pipeline["env"], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    work = None
+    while time.time() < deadline and proc.poll() is None:
+        new = [d for d in work_root.iterdir() if d not in before]
+        if new and list_checkpoints(new[0]):
+            work = new[0]
+            break
+        time.sleep(0.2)
+    assert work is not None, "no checkpoint appeared: " + (proc.communicate()[1][-3000:] if proc.poll() is not None else "")
+    proc.send_signal(signal.SIGINT)  # the run process only, as the run launcher's terminate does
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, "the interrupted run reported success"
+    assert not _trainer_processes(work / "run.json"), "the trainer outlived its run"
+    saved = list_checkpoints(work)
+    assert saved, "the last checkpoint did not survive"
+    assert not (work / "final" / "model.safetensors").exists() or saved[-1][0] < 400
+
+    again = subprocess.run(cmd, env=pipeline["env"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "resuming from" in again.stderr, again.stderr[-4000:]
+    assert (work / "final" / "model.safetensors").exists()
