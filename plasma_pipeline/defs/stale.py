@@ -17,6 +17,9 @@ from dagster._time import get_current_datetime
 # Training is never started by a data change alone unless asked for (GPU hours are not "stale cleanup").
 TRAINING_KEYS = {dg.AssetKey("base_model"), dg.AssetKey("chat_model")}
 
+# Step-level INFO (progress, counters, trainer metrics) without Dagster's per-event DEBUG lines.
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
 
 def stale_keys(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple[dg.AssetKey, str]]:
     graph: AssetGraph = defs.resolve_asset_graph()
@@ -44,7 +47,7 @@ def materialize_stale(
     max_rounds: int = 50,
 ) -> list[dg.AssetKey]:
     """Run stale/missing assets round after round; returns every key materialized, in order."""
-    job = defs.get_implicit_global_asset_job_def()
+    job = defs.resolve_implicit_global_asset_job_def()
     ran: list[dg.AssetKey] = []
     for _ in range(max_rounds):
         todo = [(k, s) for k, s in stale_keys(instance, defs) if include_training or k not in TRAINING_KEYS]
@@ -56,7 +59,9 @@ def materialize_stale(
             return ran
         keys = [k for k, _ in todo]
         log("materializing " + ", ".join(f"{k.to_user_string()} ({s.lower()})" for k, s in todo))
-        result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance, asset_selection=keys, raise_on_error=False, run_config=RUN_CONFIG
+        )
         if not result.success:
             failed = [e.step_key for e in result.all_events if e.is_step_failure]
             raise RuntimeError(f"materialization failed in steps: {', '.join(failed) or 'unknown'}; see the run log")

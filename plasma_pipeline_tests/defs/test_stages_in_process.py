@@ -19,7 +19,7 @@ def defs_and_store(tiny_recipe):
 
 
 def _materialize(defs, keys, instance):
-    job = defs.get_implicit_global_asset_job_def()
+    job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False)
 
 
