@@ -59,7 +59,9 @@ def training_summary(model_dir: str | Path) -> dict[str, Any]:
     final = next((e for e in reversed(m["events"]) if e.get("event") == "final"), {})
     steps = final.get("step") or (m["train"][-1]["step"] if m["train"] else run.get("steps"))
     tokens_per_step = final.get("tokens_per_step")
-    seconds = sum(r.get("step_s") or 0.0 for r in m["train"])
+    # Step records are logged every log_every steps, so summing their step_s undercounts; the final event has
+    # the run's wall time (this launch only, if it resumed).
+    seconds = final.get("run_seconds")
     return {
         "shape": mcfg.name,
         "dim": mcfg.dim, "n_layers": mcfg.n_layers, "n_heads": mcfg.n_heads, "n_kv_heads": mcfg.n_kv_heads,
@@ -68,7 +70,7 @@ def training_summary(model_dir: str | Path) -> dict[str, Any]:
         "params": mcfg.num_params(),
         "steps": steps,
         "tokens": steps * tokens_per_step if steps and tokens_per_step else None,
-        "train_seconds": round(seconds, 2) if m["train"] else final.get("run_seconds"),
+        "train_seconds": round(seconds, 2) if seconds is not None else None,
         "final_loss": final.get("final_loss", m["train"][-1]["loss"] if m["train"] else None),
         "val_loss": m["val"][-1]["val_loss"] if m["val"] else None,
         "engine": final.get("engine", run.get("engine")),
