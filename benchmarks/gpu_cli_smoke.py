@@ -7,7 +7,6 @@ halt + resume, SIGTERM checkpointing, final summary. Prints one JSON line per ch
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -37,6 +37,19 @@ def tiny_recipe_dict(store_root: Path) -> dict:
     return raw
 
 
+def project_instance(tmp: Path) -> dict:
+    """A Dagster home with the project's dagster.yaml and a tiny recipe under `tmp`, and the env that selects both."""
+    import os
+
+    home = tmp / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
+    recipe = tmp / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(tmp / "store")))
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PLASMA_RECIPE": str(recipe), "PYTHONUNBUFFERED": "1"}
+    return {"home": home, "recipe": recipe, "env": env, "store": tmp / "store"}
+
+
 @pytest.fixture(scope="session")
 def offline_sources() -> Path:
     if not (SOURCES / "site").exists():

@@ -4,9 +4,7 @@
 import dagster as dg
 
 from plasma_pipeline.defs.common import (
-    DATA_AUTOMATION,
-    code_version,
-    manifest_check_spec,
+    stage_asset,
     store_for,
     version_result,
 )
@@ -21,13 +19,12 @@ def instructions_asset(recipe: Recipe) -> dg.AssetsDefinition:
     cfg = recipe.instructions
     feeding = [s for s in recipe.sources if cfg.domain_of(s) in cfg.generators]
 
-    @dg.asset(
-        key="instructions",
+    @stage_asset(
+        recipe,
+        "instructions",
+        section="instructions",
+        group="instructions",
         deps=[dg.AssetKey(["raw", s]) for s in feeding],
-        group_name="instructions",
-        code_version=code_version(recipe, "instructions"),
-        check_specs=[manifest_check_spec("instructions")],
-        automation_condition=DATA_AUTOMATION,
         kinds={"parquet"},
         description="Stage 9: templated instructions and chats from the structured sources, decontaminated.",
     )
@@ -47,13 +44,12 @@ def instructions_asset(recipe: Recipe) -> dg.AssetsDefinition:
 def sft_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
     from plasma_pipeline.instruct import build_sft_shards
 
-    @dg.asset(
-        key="sft_shards",
+    @stage_asset(
+        recipe,
+        "sft_shards",
+        section="sft_shards",
+        group="sft_shards",
         deps=["instructions", "tokenizer"],
-        group_name="sft_shards",
-        code_version=code_version(recipe, "sft_shards"),
-        check_specs=[manifest_check_spec("sft_shards")],
-        automation_condition=DATA_AUTOMATION,
         kinds={"parquet"},
         description="Stage 10: chats rendered with the chat template; only assistant tokens are trained.",
     )
@@ -90,14 +86,16 @@ def evaluation_asset(recipe: Recipe) -> dg.AssetsDefinition:
         for label, name in CHECK_NAMES.items()
     ]
 
-    @dg.asset(
-        key="evaluation",
+    @stage_asset(
+        recipe,
+        "evaluation",
+        section="evaluation",
+        group="evaluation",
         deps=["base_model", "chat_model", "pretrain_shards", "sft_shards"],
-        group_name="evaluation",
-        code_version=code_version(recipe, "evaluation"),
-        check_specs=[manifest_check_spec("evaluation"), *bpb_checks],
         kinds={"pytorch"},
         description="Stage 12: val loss and bits-per-byte per domain, a prompt battery, and a report card.",
+        automated=False,
+        extra_checks=[*bpb_checks],
     )
     def evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)

@@ -53,6 +53,36 @@ def manifest_check_spec(key: dg.AssetKey | str) -> dg.AssetCheckSpec:
     )
 
 
+def stage_asset(
+    recipe: Recipe,
+    key: dg.AssetKey | str,
+    *,
+    section: str,
+    group: str,
+    deps: list = (),
+    source: str | None = None,
+    kinds: set[str],
+    description: str,
+    automated: bool = True,
+    extra_checks: list[dg.AssetCheckSpec] = (),
+    **kwargs: Any,
+):
+    """The decorator every stage asset shares: code version from its recipe slice, its stage group, the manifest
+    check, and (for data stages) the automation condition that lets the UI propagate changes."""
+    key = dg.AssetKey.from_coercible(key)
+    return dg.asset(
+        key=key,
+        deps=list(deps),
+        group_name=group,
+        code_version=code_version(recipe, section, source),
+        check_specs=[manifest_check_spec(key), *extra_checks],
+        automation_condition=DATA_AUTOMATION if automated else None,
+        kinds=set(kinds),
+        description=description,
+        **kwargs,
+    )
+
+
 def _sample_markdown(version: Version, n: int = 5) -> str:
     shards = version.shards()
     if not shards:

@@ -8,10 +8,8 @@ from pathlib import Path
 import dagster as dg
 
 from plasma_pipeline.defs.common import (
-    DATA_AUTOMATION,
-    code_version,
     log_progress,
-    manifest_check_spec,
+    stage_asset,
     store_for,
     version_result,
 )
@@ -25,13 +23,15 @@ def raw_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
     src = recipe.sources[name]
     key = dg.AssetKey(["raw", name])
 
-    @dg.asset(
-        key=key,
-        group_name="collect",
-        code_version=code_version(recipe, "collect", name),
-        check_specs=[manifest_check_spec(key)],
+    @stage_asset(
+        recipe,
+        key,
+        section="collect",
+        group="collect",
+        source=name,
         kinds={"parquet"},
         description=f"Stage 1: documents collected from source `{name}` ({type(src.collect).__name__}).",
+        automated=False,
     )
     def _raw(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
@@ -53,13 +53,13 @@ def clean_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
     cfg = recipe.sources[name].clean
     key = dg.AssetKey(["clean", name])
 
-    @dg.asset(
-        key=key,
+    @stage_asset(
+        recipe,
+        key,
+        section="clean",
+        group="clean",
+        source=name,
         deps=[dg.AssetKey(["raw", name])],
-        group_name="clean",
-        code_version=code_version(recipe, "clean", name),
-        check_specs=[manifest_check_spec(key)],
-        automation_condition=DATA_AUTOMATION,
         kinds={"parquet", "fasttext"},
         description=f"Stage 2: `{name}` normalised, HTML stripped, language-identified and rule-filtered.",
     )
@@ -85,13 +85,12 @@ def classifier_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:
     q = recipe.quality
     pos, neg = list(q.positive_sources), list(q.negative_sources)
 
-    @dg.asset(
-        key="quality_classifier",
+    @stage_asset(
+        recipe,
+        "quality_classifier",
+        section="quality",
+        group="classifiers",
         deps=[dg.AssetKey(["clean", s]) for s in dict.fromkeys(pos + neg)],
-        group_name="classifiers",
-        code_version=code_version(recipe, "quality"),
-        check_specs=[manifest_check_spec("quality_classifier")],
-        automation_condition=DATA_AUTOMATION,
         kinds={"fasttext"},
         description="Stage 3: fastText quality classifier, curated sources vs web-like sources (DCLM style).",
     )
@@ -111,13 +110,12 @@ def classifier_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:
     t = recipe.toxicity
     tox_sources = list(dict.fromkeys(getattr(t, "clean_sources", None) or pos))
 
-    @dg.asset(
-        key="toxicity_classifier",
+    @stage_asset(
+        recipe,
+        "toxicity_classifier",
+        section="toxicity",
+        group="classifiers",
         deps=[dg.AssetKey(["clean", s]) for s in tox_sources],
-        group_name="classifiers",
-        code_version=code_version(recipe, "toxicity"),
-        check_specs=[manifest_check_spec("toxicity_classifier")],
-        automation_condition=DATA_AUTOMATION,
         kinds={"fasttext"},
         description="Stage 3: fastText toxicity classifier plus a word-list filter.",
     )
@@ -143,13 +141,13 @@ def scored_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
     cfg = recipe.sources[name].score
     key = dg.AssetKey(["scored", name])
 
-    @dg.asset(
-        key=key,
+    @stage_asset(
+        recipe,
+        key,
+        section="score",
+        group="score",
+        source=name,
         deps=[dg.AssetKey(["clean", name]), "quality_classifier", "toxicity_classifier"],
-        group_name="score",
-        code_version=code_version(recipe, "score", name),
-        check_specs=[manifest_check_spec(key)],
-        automation_condition=DATA_AUTOMATION,
         kinds={"parquet", "fasttext"},
         description=f"Stage 4: `{name}` with quality and toxicity scores, thresholded per source.",
     )
@@ -175,13 +173,12 @@ def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
     from plasma_pipeline.dedup.core import dedup_tables
     from plasma_pipeline.shards import read_shard
 
-    @dg.asset(
-        key="deduped",
+    @stage_asset(
+        recipe,
+        "deduped",
+        section="dedup",
+        group="dedup",
         deps=[dg.AssetKey(["scored", s]) for s in recipe.sources],
-        group_name="dedup",
-        code_version=code_version(recipe, "dedup"),
-        check_specs=[manifest_check_spec("deduped")],
-        automation_condition=DATA_AUTOMATION,
         kinds={"parquet", "minhash"},
         description="Stage 5: exact then MinHash-LSH near-duplicate removal across the whole corpus.",
     )
@@ -206,13 +203,12 @@ def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
 def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
     from plasma_pipeline.tokenizer import train_tokenizer
 
-    @dg.asset(
-        key="tokenizer",
+    @stage_asset(
+        recipe,
+        "tokenizer",
+        section="tokenizer",
+        group="tokenizer",
         deps=["deduped"],
-        group_name="tokenizer",
-        code_version=code_version(recipe, "tokenizer"),
-        check_specs=[manifest_check_spec("tokenizer")],
-        automation_condition=DATA_AUTOMATION,
         kinds={"sentencepiece"},
         description="Stage 6: SentencePiece BPE with byte fallback and reserved chat tokens.",
     )
@@ -244,13 +240,12 @@ def _domain_tables(deduped, recipe: Recipe) -> dict:
 def pretrain_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
     from plasma_pipeline.mix import build_token_shards
 
-    @dg.asset(
-        key="pretrain_shards",
+    @stage_asset(
+        recipe,
+        "pretrain_shards",
+        section="mix",
+        group="mix",
         deps=["deduped", "tokenizer"],
-        group_name="mix",
-        code_version=code_version(recipe, "mix"),
-        check_specs=[manifest_check_spec("pretrain_shards")],
-        automation_condition=DATA_AUTOMATION,
         kinds={"parquet"},
         description="Stage 7: domain-weighted mix, tokenised and packed into train/val token shards.",
     )

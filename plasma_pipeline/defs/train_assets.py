@@ -17,7 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from plasma_pipeline.defs.common import code_version, manifest_check_spec, store_for, version_result
+from plasma_pipeline.defs.common import code_version, stage_asset, store_for, version_result
 from plasma_pipeline.recipe import Recipe
 
 GPU_POOL = "gpu"
@@ -73,15 +73,9 @@ def training_asset(
     group = section  # one group per stage: "pretrain" (stage 8), "sft" (stage 11)
     deps = [data_key, "tokenizer"] + ([init_key] if init_key else [])
 
-    @dg.asset(
-        key=key,
-        deps=deps,
-        group_name=group,
-        pool=GPU_POOL,
-        code_version=code_version(recipe, section),
-        check_specs=[manifest_check_spec(key)],
-        kinds={"pytorch", "safetensors"},
-        description=description,
+    @stage_asset(
+        recipe, key, section=section, group=group, deps=deps, kinds={"pytorch", "safetensors"},
+        description=description, automated=False, pool=GPU_POOL,
     )
     def _train(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient) -> dg.MaterializeResult:
         store = store_for(recipe)

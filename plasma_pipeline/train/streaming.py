@@ -312,7 +312,6 @@ class StreamingEngine:
         for li in reversed(range(cfg.n_layers)):
             ready = self._layer_buffer(li)
             self._compute_wait(ready)
-            spec = self.specs[li + 1]
             leaves = [v.detach().requires_grad_() for v in self._layer_views(li)]
             tok = self.timer.start("compute")
             flat = None

@@ -8,7 +8,6 @@ stages into a persistent instance; then the mix is edited and `plasma materializ
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from plasma_pipeline.recipe import REPO_ROOT
-from plasma_pipeline_tests.conftest import tiny_recipe_dict
+from plasma_pipeline_tests.conftest import project_instance
 
 pytestmark = pytest.mark.slow
 
@@ -31,19 +30,13 @@ ALL_STAGE_KEYS = {
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, offline_sources):
-    tmp = tmp_path_factory.mktemp("e2e")
-    home = tmp / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
-    recipe = tmp / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(tmp / "store")))
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PLASMA_RECIPE": str(recipe), "PYTHONUNBUFFERED": "1"}
+    project = project_instance(tmp_path_factory.mktemp("e2e"))
     proc = subprocess.run(
         [str(BIN / "dagster"), "asset", "materialize", "-m", "plasma_pipeline.definitions", "--select", "*"],
-        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+        env=project["env"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
-    return {"home": home, "recipe": recipe, "env": env, "store": tmp / "store", "log": proc.stderr}
+    return {**project, "log": proc.stderr}
 
 
 def _instance(home: Path) -> dg.DagsterInstance:

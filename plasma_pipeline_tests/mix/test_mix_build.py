@@ -196,7 +196,7 @@ def test_changing_weights_changes_only_per_domain_counts(tok_path, available):
                                 val_fraction=0.05, rows_per_shard=1000))
     b = run(tok_path, MixConfig(weights={"wiki": 1, "recipes": 1, "dialog": 2}, total_tokens=total, seq_len=SEQ,
                                 val_fraction=0.05, rows_per_shard=1000))
-    (ma, ta, va, _), (mb, tb, vb, _) = a, b
+    (ma, _, va, _), (mb, _, vb, _) = a, b
     assert ma["tokens_per_domain_achieved"] == {"wiki": 30_000, "recipes": 15_000, "dialog": 15_000}
     assert mb["tokens_per_domain_achieved"] == {"wiki": 15_000, "recipes": 15_000, "dialog": 30_000}
     assert ma["rows_train"] == mb["rows_train"] == -(-total // (SEQ + 1))

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 
 from plasma_pipeline.defs.common import STAGE_GROUPS
 from plasma_pipeline.recipe import REPO_ROOT
-from plasma_pipeline_tests.conftest import tiny_recipe_dict
+from plasma_pipeline_tests.conftest import project_instance
 
 pytestmark = pytest.mark.browser
 
@@ -41,13 +40,9 @@ def dagster_dev(tmp_path_factory, offline_sources):
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is missing: `make browser-deps` installs Debian's chromium")
     tmp = tmp_path_factory.mktemp("ui")
-    home = tmp / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
-    recipe = tmp / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(tmp / "store")))
+    project = project_instance(tmp)
+    home, env = project["home"], project["env"]
     port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PLASMA_RECIPE": str(recipe)}
     log = open(tmp / "dagster_dev.log", "w")
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "dagster"), "dev", "-m", "plasma_pipeline.definitions",
