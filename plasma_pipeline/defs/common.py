@@ -18,7 +18,7 @@ IMPL_VERSION = {
     "quality": "1",
     "toxicity": "1",
     "score": "1",
-    "dedup": "1",
+    "dedup": "2",  # 2: one split per source
     "tokenizer": "1",
     "mix": "1",
     "pretrain": "1",

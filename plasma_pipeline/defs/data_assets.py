@@ -185,13 +185,15 @@ def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
     def deduped(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
         versions = {s: store.current(f"scored/{s}") for s in recipe.sources}
-        shards = [str(p) for v in versions.values() for p in v.shards()]
+        owned = [(s, str(p)) for s, v in versions.items() for p in v.shards()]
+        shards = [p for _, p in owned]
         context.log.info(f"dedup over {len(shards)} shards from {len(versions)} sources")
         with store.writer("deduped") as w:
             result = dedup_tables(shards, recipe.dedup, w.stats)
             # Second pass: stream each shard again and keep its survivors.
-            for i, path in enumerate(shards):
-                w.write(result.filter_table(i, read_shard(Path(path))))
+            # One split per source, so later stages stream one domain without reading the others.
+            for i, (source, path) in enumerate(owned):
+                w.write(result.filter_table(i, read_shard(Path(path))), split=source)
             w.metadata.update(result.metadata)
             w.metadata["input_versions"] = {s: v.id for s, v in versions.items()}
             version = w.publish()
@@ -225,16 +227,8 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
 
 
 def _domain_tables(deduped, recipe: Recipe) -> dict:
-    """Per-source iterables over the deduped corpus, each streaming shard by shard with a source filter."""
-    import pyarrow.compute as pc
-
-    def one(source: str):
-        for table in deduped.iter_tables():
-            t = table.filter(pc.equal(table["source"], source))
-            if t.num_rows:
-                yield t
-
-    return {s: one(s) for s in recipe.sources}
+    """Per-source iterables over the deduped corpus (one split per source), streaming shard by shard."""
+    return {s: deduped.iter_tables(split=s) for s in recipe.sources}
 
 
 def pretrain_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
@@ -252,7 +246,7 @@ def pretrain_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
     def pretrain_shards(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
         deduped, tok = store.current("deduped"), store.current("tokenizer")
-        domains = {s: (lambda s=s: _domain_tables(deduped, recipe)[s]) for s in recipe.mix.weights}
+        domains = {s: (lambda s=s: deduped.iter_tables(split=s)) for s in recipe.mix.weights}
         with store.writer("pretrain_shards") as w, tempfile.TemporaryDirectory(dir=store.root) as work:
             meta = build_token_shards(
                 domains, str(tok.file("tokenizer.model")), recipe.mix, w.writer_for("train"), w.writer_for("val"),
