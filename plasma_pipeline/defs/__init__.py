@@ -14,8 +14,18 @@ def build_defs(recipe: Recipe) -> dg.Definitions:
     data = data_assets(recipe)
     assets = data + training_assets(recipe) + chat_assets(recipe)
     data_keys = [k for a in data for k in a.keys]
+    automated = [k for a in assets for k in a.keys if a.automation_conditions_by_key.get(k) is not None]
     return dg.Definitions(
         assets=assets,
+        # Running from the start, so `dagster dev` propagates a change through the data stages by itself: a
+        # rematerialized parent or an edited recipe slice starts the children. Training assets are not targeted.
+        sensors=[
+            dg.AutomationConditionSensorDefinition(
+                "data_stages_follow_parents", target=dg.AssetSelection.assets(*automated),
+                default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=15,
+                description="Starts data stages (2-7, 9, 10) whose parents changed or whose recipe slice changed.",
+            )
+        ],
         jobs=[
             dg.define_asset_job("data_job", selection=dg.AssetSelection.assets(*data_keys),
                                 description="Stages 1-7: raw text to packed token shards."),

@@ -142,3 +142,24 @@ def test_materialize_from_the_ui_succeeds(dagster_dev, page):
     ev = instance.get_latest_materialization_event(dg.AssetKey(["raw", "dialog"]))
     current = (dagster_dev["store"] / "raw" / "dialog" / "CURRENT").read_text().strip()
     assert ev.asset_materialization.tags["dagster/data_version"] == current
+
+
+def test_the_automation_sensor_carries_the_change_to_the_next_stage(dagster_dev, page):
+    """With `dagster dev` running, the data stages follow their parents: materializing raw/dialog from the UI
+    (previous test) makes the running sensor start clean/dialog, which the asset page then shows."""
+    instance = dg.DagsterInstance.from_config(str(dagster_dev["home"]))
+    key = dg.AssetKey(["clean", "dialog"])
+    deadline = time.time() + 240
+    while time.time() < deadline and instance.get_latest_materialization_event(key) is None:
+        time.sleep(2)
+    ev = instance.get_latest_materialization_event(key)
+    assert ev is not None, "the automation sensor did not start clean/dialog:\n" + dagster_dev["log"].read_text()[-4000:]
+    run = instance.get_run_by_id(ev.run_id)
+    assert run.asset_selection == {key}, run.asset_selection
+    assert any("automat" in k or "sensor" in k for k in run.tags), run.tags  # launched by the sensor, not a click
+    page.goto(dagster_dev["url"] + "/automation")
+    page.get_by_text("data_stages_follow_parents").first.wait_for()
+    page.goto(dagster_dev["url"] + "/assets/clean/dialog")
+    page.get_by_text("Latest materialization").wait_for()
+    page.get_by_text("Never materialized").wait_for(state="detached")
+    page.screenshot(path=str(SCREENSHOTS / "clean-dialog-by-automation.png"), full_page=True)
