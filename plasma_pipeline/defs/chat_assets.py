@@ -124,7 +124,6 @@ def evaluation_asset(recipe: Recipe) -> dg.AssetsDefinition:
             version = w.publish()
         report_path = version.path / "report.md"
         context.log.info(f"report card: {report_path}")
-        result = version_result(version, "evaluation", extra={"report_path": dg.MetadataValue.path(str(report_path))})
         checks = [
             dg.AssetCheckResult(
                 check_name=name, asset_key="evaluation", passed=bool(c["passed"]),
@@ -133,9 +132,8 @@ def evaluation_asset(recipe: Recipe) -> dg.AssetsDefinition:
             )
             for name, c in out["checks"].items()
         ]
-        return dg.MaterializeResult(
-            metadata=result.metadata, data_version=result.data_version,
-            check_results=list(result.check_results or []) + checks,
+        return version_result(
+            version, "evaluation", extra={"report_path": dg.MetadataValue.path(str(report_path))}, checks=checks
         )
 
     return evaluation

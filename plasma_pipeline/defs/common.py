@@ -115,7 +115,10 @@ def _counter_markdown(stats: dict[str, int]) -> str:
 
 
 def version_result(
-    version: Version, key: dg.AssetKey | str | None = None, extra: dict[str, Any] | None = None
+    version: Version,
+    key: dg.AssetKey | str | None = None,
+    extra: dict[str, Any] | None = None,
+    checks: list[dg.AssetCheckResult] = (),
 ) -> dg.MaterializeResult:
     """MaterializeResult whose data version is the manifest hash, with counts, drops, a sample and the check."""
     stats = version.stats
@@ -146,7 +149,8 @@ def version_result(
         check_results=[
             dg.AssetCheckResult(
                 check_name=CHECK_MANIFEST, asset_key=key, passed=ok, metadata={"detail": dg.MetadataValue.text(desc)}
-            )
+            ),
+            *checks,
         ],
     )
 

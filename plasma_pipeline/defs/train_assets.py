@@ -19,6 +19,7 @@ import dagster as dg
 
 from plasma_pipeline.defs.common import code_version, stage_asset, store_for, version_result
 from plasma_pipeline.recipe import Recipe
+from plasma_pipeline.shards import file_sha256
 
 GPU_POOL = "gpu"
 
@@ -39,11 +40,14 @@ def train_config(recipe: Recipe, section: str, data_dir: Path, out_dir: Path, vo
     }
 
 
-def _metrics_tail(out_dir: Path) -> dict:
+def _read_metrics(out_dir: Path) -> list[dict]:
     f = out_dir / "metrics.jsonl"
     if not f.exists():
-        return {}
-    rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        return []
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+
+
+def _metrics_tail(rows: list[dict]) -> dict:
     train_rows = [r for r in rows if "loss" in r]
     last = dict(train_rows[-1]) if train_rows else {}
     val = [r for r in rows if "val_loss" in r]
@@ -54,15 +58,13 @@ def _metrics_tail(out_dir: Path) -> dict:
     return last
 
 
-def _loss_curve_md(out_dir: Path) -> str:
-    f = out_dir / "metrics.jsonl"
-    if not f.exists():
-        return ""
-    rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+def _loss_curve_md(rows: list[dict]) -> str:
     rows = [r for r in rows if "loss" in r and "step" in r]
+    if not rows:
+        return ""
     step = max(1, len(rows) // 12)
     lines = ["| step | loss | tokens/s |", "|---:|---:|---:|"]
-    for r in rows[::step] + ([rows[-1]] if rows and (len(rows) - 1) % step else []):
+    for r in rows[::step] + ([rows[-1]] if (len(rows) - 1) % step else []):
         lines.append(f"| {r['step']} | {r['loss']:.4f} | {r.get('tokens_per_s', 0):,.0f} |")
     return "\n".join(lines)
 
@@ -110,28 +112,25 @@ def training_asset(
             if (work / "metrics.jsonl").exists():
                 shutil.copy2(work / "metrics.jsonl", w.dir / "metrics.jsonl")
             (w.dir / "run.json").write_text(json.dumps(cfg, indent=1))
-            last = _metrics_tail(work)
+            rows = _read_metrics(work)
+            # The trainer hashed the weights it wrote; hashing a multi-GB file again here would only repeat it.
+            reported = trainer_meta.get("weights_sha256")
+            weights_sha = reported.value if reported is not None else file_sha256(w.dir / "model.safetensors")
             w.metadata.update(
                 {
-                    "weights_sha256": _sha256(w.dir / "model.safetensors"),
+                    "weights_sha256": weights_sha,
                     "train_data_version": data.id,
                     "tokenizer_version": tok.id,
                     "init_from_version": init.id if init else "",
                     "work_dir": str(work),
-                    "final_metrics": last,
-                    "loss_curve": _loss_curve_md(work),
+                    "final_metrics": _metrics_tail(rows),
+                    "loss_curve": _loss_curve_md(rows),
                 }
             )
             version = w.publish()
         return version_result(version, key, extra={f"trainer/{k}": v for k, v in trainer_meta.items()})
 
     return _train
-
-
-def _sha256(path: Path) -> str:
-    from plasma_pipeline.shards import file_sha256
-
-    return file_sha256(path)
 
 
 def training_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:
