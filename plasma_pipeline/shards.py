@@ -5,18 +5,24 @@ Layout under the store root:
     <asset key path>/versions/<version id>/   shards (part-00000.parquet, train/part-00000.parquet, ...) or model
                                                files, and manifest.json
     <asset key path>/CURRENT                   the id of the version published last
-    <asset key path>/history.jsonl             one line per publish, oldest first (drives retention)
+    <asset key path>/history.jsonl             publish and delete events, oldest first (drives retention)
+    <asset key path>/.lock                     the writer lock: publish, retention, CURRENT and gc hold it
+    <asset key path>/.leases/                  read leases of running steps (shared flocks)
+    <asset key path>/work/<key>/               scratch that outlives a run (trainer work dirs), with pins.json
 
-A version is written into `<asset>/.tmp-<uuid>/`, every file fsynced, the manifest written last, then the folder is
-renamed to `versions/<id>`. A killed run leaves only a `.tmp-*` folder, which no reader looks at and the next
-publish of that asset sweeps away. The version id is a hash of the shard hashes and the schema only — not of
-timestamps or counters — so a rerun that yields identical bytes publishes the same id, and Dagster (which uses the
-id as the data version) keeps downstream assets fresh.
+A version is written into `<asset>/.tmp-<uuid>/` (its writer holds a flock on `.tmp-<uuid>.lock`), every file
+fsynced, the manifest written last, then, under the writer lock, the folder is renamed to `versions/<id>`. A
+killed writer leaves only a `.tmp-*` folder whose lock nobody holds; the next writer of that asset sweeps it.
+The version id is a hash of the identity files (shards, model files) and the schema, not of timestamps,
+counters or run logs, so a rerun that yields identical bytes publishes the same id, and Dagster (which uses the
+id as the data version) keeps downstream assets fresh. Publishing an id that exists is a no-op: a published
+manifest is never rewritten. Retention (plasma_pipeline.retention) never deletes a pinned version.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -33,8 +39,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from plasma_pipeline import locks
+
 MANIFEST = "manifest.json"
 _HASH_CHUNK = 1 << 20
+TMP_PREFIX = ".tmp-"
 
 
 class CorruptShardError(RuntimeError):
@@ -60,7 +69,7 @@ def _fsync(path: Path) -> None:
 def asset_dir(root: Path, asset: str) -> Path:
     """`raw/wiki` → root/raw/wiki. Asset keys use '/' as Dagster's path separator."""
     parts = [p for p in asset.split("/") if p]
-    if not parts or any(p in (".", "..") for p in parts):
+    if not parts or any(p in (".", "..") or p.startswith(".") for p in parts):
         raise ValueError(f"bad asset key {asset!r}")
     return Path(root).joinpath(*parts)
 
@@ -76,6 +85,11 @@ class Version:
     @property
     def id(self) -> str:
         return self.manifest["version"]
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        """{parent asset: version id} this version was built from."""
+        return dict(self.manifest.get("inputs") or {})
 
     def shards(self, split: str | None = None) -> list[Path]:
         return [
@@ -103,9 +117,13 @@ class Version:
         for entry in self.manifest["shards"] + self.manifest.get("files", []):
             p = self.path / entry["path"]
             if not p.exists():
-                raise CorruptShardError(f"{self.asset}@{self.id}: {entry['path']} is missing")
+                raise CorruptShardError(f"{self.asset}@{self.id}: {p} is missing")
+            if p.stat().st_size != entry["bytes"]:
+                raise CorruptShardError(
+                    f"{self.asset}@{self.id}: {p} has {p.stat().st_size} bytes, its manifest says {entry['bytes']}"
+                )
             if file_sha256(p) != entry["sha256"]:
-                raise CorruptShardError(f"{self.asset}@{self.id}: {entry['path']} does not match its manifest hash")
+                raise CorruptShardError(f"{self.asset}@{self.id}: {p} does not match its manifest hash")
 
     def read_shard(self, path: Path, columns: list[str] | None = None) -> pa.Table:
         return read_shard(path, columns)
@@ -139,22 +157,63 @@ class StoreConfig:
     processes: int = 0
 
     def __post_init__(self) -> None:
-        if self.keep_versions < 1:
-            raise ValueError("store.keep_versions must be >= 1")
-        if self.max_rows_per_shard < 1 or self.max_bytes_per_shard < 1024:
-            raise ValueError("store.max_rows_per_shard must be >= 1 and store.max_bytes_per_shard >= 1024")
-        if self.processes < 0:
-            raise ValueError("store.processes must be >= 0")
+        # Messages start with the field name (the recipe loader prefixes "store.").
+        for name, low in (("keep_versions", 1), ("max_rows_per_shard", 1), ("max_bytes_per_shard", 1024),
+                          ("row_group_rows", 1), ("processes", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name}: expected an integer, got {value!r}")
+            if value < low:
+                raise ValueError(f"{name}: must be >= {low}, got {value}")
 
     @property
     def workers(self) -> int:
         return self.processes or os.cpu_count() or 1
 
 
+def read_history(base: Path) -> list[dict[str, Any]]:
+    hist = base / "history.jsonl"
+    if not hist.exists():
+        return []
+    out = []
+    for line in hist.read_text().splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a torn last line from a crash mid-append carries no event
+                continue
+    return out
+
+
+def live_versions(base: Path) -> list[str]:
+    """Published and not deleted, in publish order (oldest first); a re-publish moves a version to the end."""
+    order: dict[str, None] = {}
+    for ev in read_history(base):
+        v = ev.get("version")
+        if not v:
+            continue
+        if ev.get("event", "publish") == "publish":
+            order.pop(v, None)
+            order[v] = None
+        elif ev.get("event") == "delete":
+            order.pop(v, None)
+    return [v for v in order if (base / "versions" / v / MANIFEST).exists()]
+
+
+def append_history(base: Path, event: dict[str, Any]) -> None:
+    with open(base / "history.jsonl", "a") as f:
+        f.write(json.dumps({**event, "at": time.time()}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 class ShardStore:
     def __init__(self, cfg: StoreConfig | None = None, root: str | Path | None = None):
         self.cfg = cfg or StoreConfig()
         self.root = Path(root if root is not None else self.cfg.root).resolve()
+
+    def asset_dir(self, asset: str) -> Path:
+        return asset_dir(self.root, asset)
 
     def current(self, asset: str) -> Version:
         d = asset_dir(self.root, asset)
@@ -171,30 +230,88 @@ class ShardStore:
         return Version(asset, path, json.loads(mf.read_text()))
 
     def versions(self, asset: str) -> list[str]:
-        hist = asset_dir(self.root, asset) / "history.jsonl"
-        if not hist.exists():
-            return []
-        return [json.loads(line)["version"] for line in hist.read_text().splitlines() if line.strip()]
+        """Live versions of `asset`, oldest first."""
+        return live_versions(asset_dir(self.root, asset))
+
+    def lock(self, asset: str):
+        return locks.writer_lock(asset_dir(self.root, asset))
+
+    @contextlib.contextmanager
+    def lease(self, asset: str, version_id: str) -> Iterator[Version]:
+        """Read one version under a lease, so retention in another process cannot delete it meanwhile."""
+        with locks.read_lease(asset_dir(self.root, asset), version_id):
+            yield self.version(asset, version_id)
 
     def writer(self, asset: str) -> "VersionWriter":
         return VersionWriter(self, asset)
+
+    @contextlib.contextmanager
+    def scratch(self, asset: str) -> Iterator[Path]:
+        """A temporary folder beside the asset's versions (same filesystem, so spill files can be renamed in),
+        removed on exit; one left by a killed run is swept at the asset's next write."""
+        base = asset_dir(self.root, asset)
+        held, path = _held_tmp(base, "scratch-")
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+            held.release()
+
+    def work_dir(self, asset: str, key: str, inputs: dict[str, str]) -> Path:
+        """A folder that outlives one run (a trainer's checkpoints), keyed by its inputs, which it pins until
+        `mark_work_published` says the result is published."""
+        d = asset_dir(self.root, asset) / "work" / key
+        d.mkdir(parents=True, exist_ok=True)
+        pins = d / "pins.json"
+        prev = json.loads(pins.read_text()) if pins.exists() else {}
+        _atomic_write(pins, json.dumps({"inputs": inputs, "published": prev.get("published")}, indent=1))
+        return d
+
+    def mark_work_published(self, work: Path, version_id: str) -> None:
+        pins = work / "pins.json"
+        data = json.loads(pins.read_text()) if pins.exists() else {"inputs": {}}
+        data["published"] = version_id
+        _atomic_write(pins, json.dumps(data, indent=1))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _held_tmp(base: Path, kind: str = "") -> tuple[locks.HeldFile, Path]:
+    """A `.tmp-*` folder with its lock file held, lock first, so a sweeper never sees an unlocked live folder."""
+    base.mkdir(parents=True, exist_ok=True)
+    name = f"{TMP_PREFIX}{kind}{uuid.uuid4().hex}"
+    held = locks.HeldFile(base / f"{name}.lock")
+    path = base / name
+    path.mkdir()
+    return held, path
 
 
 class VersionWriter:
     """Collects shards (and/or model files) for one new version; `publish()` makes it visible atomically.
 
-    Use as a context manager: leaving the block by an exception removes the temporary folder.
+    Use as a context manager: leaving the block by an exception removes the temporary folder. Set `inputs`
+    ({parent asset: version id}) so retention keeps the parents while this version is kept; name in `annex`
+    the files that describe the run but are not its content (logs, metrics): they are hashed and verified but
+    left out of the version id.
     """
 
     def __init__(self, store: ShardStore, asset: str):
+        from plasma_pipeline.retention import sweep_leftovers
+
         self.store = store
         self.asset = asset
         self.base = asset_dir(store.root, asset)
-        self.base.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.base / f".tmp-{uuid.uuid4().hex}"
-        self.tmp.mkdir()
+        sweep_leftovers(self.base)
+        self._held, self.tmp = _held_tmp(self.base)
         self.stats: Counter = Counter()
         self.metadata: dict[str, Any] = {}
+        self.inputs: dict[str, str] = {}
+        self.annex: set[str] = set()
+        self.reused = False  # set by publish(): the content was already published
         self._buffers: dict[str, list[pa.Table]] = {}
         self._buffered_rows: dict[str, int] = {}
         self._buffered_bytes: dict[str, int] = {}
@@ -256,6 +373,8 @@ class VersionWriter:
 
     # -- publish --------------------------------------------------------------------------------------------
     def publish(self, extra_files: Iterable[str] | None = None) -> Version:
+        from plasma_pipeline.retention import retain
+
         for split in list(self._buffers):
             self._flush(split)
         shard_paths = {s["path"] for s in self._shards}
@@ -264,8 +383,11 @@ class VersionWriter:
             rel = str(p.relative_to(self.tmp))
             if p.is_file() and rel not in shard_paths and rel != MANIFEST:
                 _fsync(p)
-                files.append({"path": rel, "bytes": p.stat().st_size, "sha256": file_sha256(p)})
-        if not self._shards and not files:
+                entry = {"path": rel, "bytes": p.stat().st_size, "sha256": file_sha256(p)}
+                if rel in self.annex:
+                    entry["annex"] = True
+                files.append(entry)
+        if not self._shards and not any(not f.get("annex") for f in files):
             raise ValueError(
                 f"{self.asset}: nothing to publish — the stage produced no rows and no files "
                 f"(counters: {dict(self.stats) or 'none'})"
@@ -274,7 +396,8 @@ class VersionWriter:
         h = hashlib.sha256()
         h.update(json.dumps(schemas, sort_keys=True).encode())
         for entry in sorted(self._shards + files, key=lambda e: e["path"]):
-            h.update(f"{entry['path']}:{entry['sha256']}\n".encode())
+            if not entry.get("annex"):
+                h.update(f"{entry['path']}:{entry['sha256']}\n".encode())
         version = h.hexdigest()[:20]
         manifest = {
             "asset": self.asset,
@@ -285,6 +408,7 @@ class VersionWriter:
             "bytes": sum(s["bytes"] for s in self._shards) + sum(f["bytes"] for f in files),
             "shards": self._shards,
             "files": files,
+            "inputs": dict(sorted(self.inputs.items())),
             "stats": dict(sorted(self.stats.items())),
             "metadata": self.metadata,
         }
@@ -292,47 +416,37 @@ class VersionWriter:
         mf.write_text(json.dumps(manifest, indent=1, default=str))
         _fsync(mf)
         versions = self.base / "versions"
-        versions.mkdir(exist_ok=True)
-        final = versions / version
-        if final.exists():
-            # Identical content already published: keep the old folder (same bytes), refresh its manifest's stats.
-            shutil.rmtree(self.tmp)
-            (final / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
-        else:
-            os.rename(self.tmp, final)
-        dfd = os.open(versions, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-        self._point_current(version)
-        self._retain(version)
+        with self.store.lock(self.asset):
+            versions.mkdir(exist_ok=True)
+            final = versions / version
+            if (final / MANIFEST).exists():
+                # Identical content is already published: this publish is a no-op that returns that version.
+                shutil.rmtree(self.tmp)
+                self.reused = True
+                manifest = json.loads((final / MANIFEST).read_text())
+            else:
+                if final.exists():  # a folder without a manifest cannot come from a rename: clear it
+                    shutil.rmtree(final)
+                os.rename(self.tmp, final)
+                dfd = os.open(versions, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            self._point_current(version)
+            retain(self.store, self.asset)
+        self._held.release()
         return Version(self.asset, final, manifest)
 
     def _point_current(self, version: str) -> None:
         tmp = self.base / f".CURRENT.{uuid.uuid4().hex}"
         tmp.write_text(version + "\n")
         os.replace(tmp, self.base / "CURRENT")
-        with open(self.base / "history.jsonl", "a") as f:
-            f.write(json.dumps({"version": version, "at": time.time()}) + "\n")
-
-    def _retain(self, current: str) -> None:
-        order: list[str] = []
-        for v in reversed(self.store.versions(self.asset)):
-            if v not in order:
-                order.append(v)
-        keep = set(order[: self.store.cfg.keep_versions]) | {current}
-        versions = self.base / "versions"
-        for d in versions.iterdir():
-            if d.name not in keep:
-                shutil.rmtree(d, ignore_errors=True)
-        for d in self.base.glob(".tmp-*"):
-            # Left behind by a killed run. Only sweep old ones: a concurrent writer's folder is fresh.
-            if d != self.tmp and time.time() - d.stat().st_mtime > 3600:
-                shutil.rmtree(d, ignore_errors=True)
+        append_history(self.base, {"event": "publish", "version": version})
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self._held.release()
 
     def __enter__(self) -> "VersionWriter":
         return self

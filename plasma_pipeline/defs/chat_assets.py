@@ -4,6 +4,7 @@
 import dagster as dg
 
 from plasma_pipeline.defs.common import (
+    StepInputs,
     stage_asset,
     store_for,
     version_result,
@@ -30,13 +31,13 @@ def instructions_asset(recipe: Recipe) -> dg.AssetsDefinition:
     )
     def instructions(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
-        versions = {s: store.current(f"raw/{s}") for s in feeding}
-        with store.writer("instructions") as w:
+        with StepInputs(context, store) as inputs, store.writer("instructions") as w:
+            versions = {s: inputs.get(f"raw/{s}") for s in feeding}
             for table in build_instructions(cfg, w.stats, {s: v.iter_tables() for s, v in versions.items()}):
                 w.write(table)
-            w.metadata["input_versions"] = {s: v.id for s, v in versions.items()}
+            w.inputs.update(inputs.versions)
             version = w.publish()
-        return version_result(version, "instructions")
+        return version_result(version, "instructions", inputs=inputs.versions)
 
     return instructions
 
@@ -55,16 +56,17 @@ def sft_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
     )
     def sft_shards(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
-        ins, tok = store.current("instructions"), store.current("tokenizer")
-        with store.writer("sft_shards") as w:
+        with StepInputs(context, store) as inputs, store.writer("sft_shards") as w:
+            ins, tok = inputs.get("instructions"), inputs.get("tokenizer")
             meta = build_sft_shards(
                 ins.iter_tables(), str(tok.file("tokenizer.model")), recipe.sft_shards,
                 w.writer_for("train"), w.writer_for("val"), w.stats,
             )
             w.metadata.update(meta)
             w.metadata["tokenizer_version"] = tok.id
+            w.inputs.update(inputs.versions)
             version = w.publish()
-        return version_result(version, "sft_shards")
+        return version_result(version, "sft_shards", inputs=inputs.versions)
 
     return sft_shards
 

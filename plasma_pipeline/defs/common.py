@@ -1,6 +1,7 @@
 """What every asset shares: code versions from recipe slices, and turning a published version into Dagster metadata."""
 
 
+import contextlib
 import json
 from collections import Counter
 from typing import Any
@@ -49,8 +50,51 @@ def code_version(recipe: Recipe, section: str, source: str | None = None) -> str
 
 def manifest_check_spec(key: dg.AssetKey | str) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
-        CHECK_MANIFEST, asset=key, description="every shard and file hashes to its manifest entry, and rows > 0"
+        CHECK_MANIFEST, asset=key,
+        description="re-hashes every shard and file of the version Dagster last recorded against its manifest",
     )
+
+
+def recorded_version_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
+    """The data version (= store version id) of the asset's latest materialization in this instance."""
+    ev = instance.get_latest_materialization_event(key)
+    if ev is None or ev.asset_materialization is None:
+        return None
+    return (ev.asset_materialization.tags or {}).get("dagster/data_version")
+
+
+class StepInputs(contextlib.ExitStack):
+    """The parent versions one step reads: those Dagster recorded as the parents' latest materializations, each
+    held under a read lease for the whole step, so a concurrent publish plus retention cannot delete them.
+
+    `versions` ({asset: version id}) goes into the new version's manifest `inputs` (which pins the parents while
+    the new version is kept) and into the materialization's metadata."""
+
+    def __init__(self, context: dg.AssetExecutionContext, store: ShardStore):
+        super().__init__()
+        self.context, self.store = context, store
+        self.versions: dict[str, str] = {}
+
+    def get(self, asset: str) -> Version:
+        vid = recorded_version_id(self.context.instance, dg.AssetKey.from_user_string(asset))
+        if vid is None:
+            vid = self.store.current(asset).id
+            self.context.log.warning(f"{asset}: no materialization recorded in this Dagster instance; "
+                                     f"reading the store's CURRENT version {vid}")
+        return self.pin(asset, vid)
+
+    def pin(self, asset: str, version_id: str, record: bool = True) -> Version:
+        """Lease one given version (e.g. a model's training data, found through its lineage)."""
+        try:
+            version = self.enter_context(self.store.lease(asset, version_id))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"{asset}@{version_id} is recorded as the version to read, but the store no longer has it "
+                f"({e}); rematerialize {asset}"
+            ) from e
+        if record:
+            self.versions[asset] = version_id
+        return version
 
 
 def stage_asset(
@@ -75,7 +119,7 @@ def stage_asset(
         deps=list(deps),
         group_name=group,
         code_version=code_version(recipe, section, source),
-        check_specs=[manifest_check_spec(key), *extra_checks],
+        check_specs=list(extra_checks) or None,
         automation_condition=DATA_AUTOMATION if automated else None,
         kinds=set(kinds),
         description=description,
@@ -119,16 +163,11 @@ def version_result(
     key: dg.AssetKey | str | None = None,
     extra: dict[str, Any] | None = None,
     checks: list[dg.AssetCheckResult] = (),
+    inputs: dict[str, str] | None = None,
 ) -> dg.MaterializeResult:
-    """MaterializeResult whose data version is the manifest hash, with counts, drops, a sample and the check."""
+    """MaterializeResult whose data version is the manifest hash, with counts, drops, a sample and input versions."""
     stats = version.stats
     dropped = {k: v for k, v in stats.items() if k.startswith("dropped/")}
-    try:
-        version.verify()
-        ok = version.rows > 0 or bool(version.manifest.get("files"))
-        desc = f"{len(version.manifest['shards'])} shards, {len(version.manifest.get('files', []))} files verified"
-    except CorruptShardError as e:
-        ok, desc = False, str(e)
     metadata: dict[str, Any] = {
         "rows": dg.MetadataValue.int(version.rows),
         "bytes": dg.MetadataValue.int(version.manifest["bytes"]),
@@ -139,6 +178,7 @@ def version_result(
         "dropped_total": dg.MetadataValue.int(sum(dropped.values())),
         "counters": dg.MetadataValue.md(_counter_markdown(stats)),
         "sample": dg.MetadataValue.md(_sample_markdown(version)),
+        "input_versions": dg.MetadataValue.json(dict(sorted((inputs if inputs is not None else version.inputs).items()))),
     }
     for k, v in {**(version.manifest.get("metadata") or {}), **(extra or {})}.items():
         metadata[k] = v if isinstance(v, dg.MetadataValue) else _to_metadata(v)
@@ -146,13 +186,38 @@ def version_result(
         asset_key=key,
         metadata=metadata,
         data_version=dg.DataVersion(version.id),
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=CHECK_MANIFEST, asset_key=key, passed=ok, metadata={"detail": dg.MetadataValue.text(desc)}
-            ),
-            *checks,
-        ],
+        check_results=list(checks),
     )
+
+
+def manifest_checks(recipe: Recipe, keys: list[dg.AssetKey]) -> dg.AssetChecksDefinition:
+    """`shards_match_manifest` for every asset, as one real asset check: on demand (or after each
+    materialization) it re-hashes the stored version that Dagster last recorded."""
+
+    @dg.multi_asset_check(specs=[manifest_check_spec(k) for k in keys], can_subset=True,
+                          name="shards_match_manifest_checks")
+    def _checks(context: dg.AssetCheckExecutionContext):
+        store = store_for(recipe)
+        for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.to_user_string()):
+            asset = check_key.asset_key.to_user_string()
+            vid = recorded_version_id(context.instance, check_key.asset_key)
+            try:
+                if vid is None:
+                    raise FileNotFoundError(f"{asset} has no recorded materialization")
+                with store.lease(asset, vid) as version:
+                    version.verify()
+                    ok = version.rows > 0 or bool(version.manifest.get("files"))
+                    desc = (f"{asset}@{vid}: {len(version.manifest['shards'])} shards and "
+                            f"{len(version.manifest.get('files', []))} files match their manifest hashes")
+            except (CorruptShardError, FileNotFoundError) as e:
+                ok, desc = False, str(e)
+            yield dg.AssetCheckResult(
+                check_name=CHECK_MANIFEST, asset_key=check_key.asset_key, passed=ok,
+                severity=dg.AssetCheckSeverity.ERROR, description=desc,
+                metadata={"version": dg.MetadataValue.text(vid or ""), "detail": dg.MetadataValue.text(desc)},
+            )
+
+    return _checks
 
 
 def _to_metadata(v: Any) -> Any:

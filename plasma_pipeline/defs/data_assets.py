@@ -1,13 +1,13 @@
 """Stages 1-7 as Dagster assets: thin wrappers that read upstream versions, call a stage library, publish a version."""
 
 
-import tempfile
 from pathlib import Path
 
 
 import dagster as dg
 
 from plasma_pipeline.defs.common import (
+    StepInputs,
     log_progress,
     stage_asset,
     store_for,
@@ -65,16 +65,16 @@ def clean_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
     )
     def _clean(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
-        raw = store.current(f"raw/{name}")
-        shards = raw.shards()
-        with store.writer(key.to_user_string()) as w:
+        with StepInputs(context, store) as inputs, store.writer(key.to_user_string()) as w:
+            raw = inputs.get(f"raw/{name}")
+            shards = raw.shards()
             for i, (_, table, stats) in enumerate(map_shards(clean_table, shards, (cfg,), recipe.store.workers), 1):
                 w.write(table)
                 w.stats.update(stats)
                 log_progress(context, f"clean/{name}", i, len(shards), w.stats)
-            w.metadata["input_version"] = raw.id
+            w.inputs.update(inputs.versions)
             version = w.publish()
-        return version_result(version, key)
+        return version_result(version, key, inputs=inputs.versions)
 
     return _clean
 
@@ -96,16 +96,18 @@ def classifier_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:
     )
     def quality_classifier(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
+        with StepInputs(context, store) as inputs, store.writer("quality_classifier") as w:
+            clean = {s: inputs.get(f"clean/{s}") for s in dict.fromkeys(pos + neg)}
 
-        def tables(names):
-            for s in names:
-                yield from store.current(f"clean/{s}").iter_tables()
+            def tables(names):
+                for s in names:
+                    yield from clean[s].iter_tables()
 
-        with store.writer("quality_classifier") as w:
             meta = train_quality_classifier(tables(pos), tables(neg), q, w.dir, w.stats)
             w.metadata.update(meta)
+            w.inputs.update(inputs.versions)
             version = w.publish()
-        return version_result(version, "quality_classifier")
+        return version_result(version, "quality_classifier", inputs=inputs.versions)
 
     t = recipe.toxicity
     tox_sources = list(dict.fromkeys(getattr(t, "clean_sources", None) or pos))
@@ -121,16 +123,18 @@ def classifier_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:
     )
     def toxicity_classifier(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
+        with StepInputs(context, store) as inputs, store.writer("toxicity_classifier") as w:
+            clean = {s: inputs.get(f"clean/{s}") for s in tox_sources}
 
-        def tables():
-            for s in tox_sources:
-                yield from store.current(f"clean/{s}").iter_tables()
+            def tables():
+                for s in tox_sources:
+                    yield from clean[s].iter_tables()
 
-        with store.writer("toxicity_classifier") as w:
             meta = train_toxicity_classifier(tables(), t, w.dir, w.stats)
             w.metadata.update(meta)
+            w.inputs.update(inputs.versions)
             version = w.publish()
-        return version_result(version, "toxicity_classifier")
+        return version_result(version, "toxicity_classifier", inputs=inputs.versions)
 
     return [quality_classifier, toxicity_classifier]
 
@@ -153,18 +157,18 @@ def scored_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
     )
     def _scored(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
-        clean = store.current(f"clean/{name}")
-        qv, tv = store.current("quality_classifier"), store.current("toxicity_classifier")
-        shards = clean.shards()
-        args = (str(qv.path), str(tv.path), cfg)
-        with store.writer(key.to_user_string()) as w:
+        with StepInputs(context, store) as inputs, store.writer(key.to_user_string()) as w:
+            clean = inputs.get(f"clean/{name}")
+            qv, tv = inputs.get("quality_classifier"), inputs.get("toxicity_classifier")
+            shards = clean.shards()
+            args = (str(qv.path), str(tv.path), cfg)
             for i, (_, table, stats) in enumerate(map_shards(score_shard, shards, args, recipe.store.workers), 1):
                 w.write(table)
                 w.stats.update(stats)
                 log_progress(context, f"scored/{name}", i, len(shards), w.stats)
-            w.metadata["classifier_versions"] = {"quality": qv.id, "toxicity": tv.id}
+            w.inputs.update(inputs.versions)
             version = w.publish()
-        return version_result(version, key)
+        return version_result(version, key, inputs=inputs.versions)
 
     return _scored
 
@@ -184,20 +188,20 @@ def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
     )
     def deduped(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
-        versions = {s: store.current(f"scored/{s}") for s in recipe.sources}
-        owned = [(s, str(p)) for s, v in versions.items() for p in v.shards()]
-        shards = [p for _, p in owned]
-        context.log.info(f"dedup over {len(shards)} shards from {len(versions)} sources")
-        with store.writer("deduped") as w:
+        with StepInputs(context, store) as inputs, store.writer("deduped") as w:
+            versions = {s: inputs.get(f"scored/{s}") for s in recipe.sources}
+            owned = [(s, str(p)) for s, v in versions.items() for p in v.shards()]
+            shards = [p for _, p in owned]
+            context.log.info(f"dedup over {len(shards)} shards from {len(versions)} sources")
             result = dedup_tables(shards, recipe.dedup, w.stats)
             # Second pass: stream each shard again and keep its survivors.
             # One split per source, so later stages stream one domain without reading the others.
             for i, (source, path) in enumerate(owned):
                 w.write(result.filter_table(i, read_shard(Path(path))), split=source)
             w.metadata.update(result.metadata)
-            w.metadata["input_versions"] = {s: v.id for s, v in versions.items()}
+            w.inputs.update(inputs.versions)
             version = w.publish()
-        return version_result(version, "deduped")
+        return version_result(version, "deduped", inputs=inputs.versions)
 
     return deduped
 
@@ -216,12 +220,13 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
     )
     def tokenizer(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
-        deduped = store.current("deduped")
-        with store.writer("tokenizer") as w:
+        with StepInputs(context, store) as inputs, store.writer("tokenizer") as w:
+            deduped = inputs.get("deduped")
             meta = train_tokenizer(_domain_tables(deduped, recipe), recipe.tokenizer, w.dir, w.stats)
             w.metadata.update(meta)
+            w.inputs.update(inputs.versions)
             version = w.publish()
-        return version_result(version, "tokenizer")
+        return version_result(version, "tokenizer", inputs=inputs.versions)
 
     return tokenizer
 
@@ -245,17 +250,22 @@ def pretrain_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
     )
     def pretrain_shards(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
-        deduped, tok = store.current("deduped"), store.current("tokenizer")
-        domains = {s: (lambda s=s: deduped.iter_tables(split=s)) for s in recipe.mix.weights}
-        with store.writer("pretrain_shards") as w, tempfile.TemporaryDirectory(dir=store.root) as work:
+        with (
+            StepInputs(context, store) as inputs,
+            store.writer("pretrain_shards") as w,
+            store.scratch("pretrain_shards") as work,
+        ):
+            deduped, tok = inputs.get("deduped"), inputs.get("tokenizer")
+            domains = {s: (lambda s=s: deduped.iter_tables(split=s)) for s in recipe.mix.weights}
             meta = build_token_shards(
                 domains, str(tok.file("tokenizer.model")), recipe.mix, w.writer_for("train"), w.writer_for("val"),
                 w.stats, work_dir=work,
             )
             w.metadata.update(meta)
             w.metadata["tokenizer_version"] = tok.id
+            w.inputs.update(inputs.versions)
             version = w.publish()
-        return version_result(version, "pretrain_shards")
+        return version_result(version, "pretrain_shards", inputs=inputs.versions)
 
     return pretrain_shards
 

@@ -11,17 +11,20 @@ version holds the final weights, the tokenizer and the run's metrics, and its id
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
 
 import dagster as dg
 
-from plasma_pipeline.defs.common import code_version, stage_asset, store_for, version_result
+from plasma_pipeline.defs.common import StepInputs, code_version, stage_asset, store_for, version_result
 from plasma_pipeline.recipe import Recipe
 from plasma_pipeline.shards import file_sha256
 
 GPU_POOL = "gpu"
+# What a model version *is*; everything else in it (metrics, run.json) describes how it was made.
+MODEL_IDENTITY_FILES = ("model.safetensors", "config.json", "tokenizer.model")
 
 
 def train_config(recipe: Recipe, section: str, data_dir: Path, out_dir: Path, vocab_size: int, init_from: str = "") -> dict:
@@ -81,15 +84,20 @@ def training_asset(
     )
     def _train(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient) -> dg.MaterializeResult:
         store = store_for(recipe)
-        data, tok = store.current(data_key), store.current("tokenizer")
-        init = store.current(init_key) if init_key else None
+        with StepInputs(context, store) as inputs:
+            data, tok = inputs.get(data_key), inputs.get("tokenizer")
+            init = inputs.get(init_key) if init_key else None
+            return _train_and_publish(context, pipes, store, inputs, data, tok, init)
+
+    def _train_and_publish(context, pipes, store, inputs: StepInputs, data, tok, init) -> dg.MaterializeResult:
         import sentencepiece as spm
 
         vocab = spm.SentencePieceProcessor(model_file=str(tok.file("tokenizer.model"))).get_piece_size()
         fp_inputs = {"code": code_version(recipe, section), "data": data.id, "tok": tok.id, "init": init.id if init else ""}
         fingerprint = hashlib.sha256(json.dumps(fp_inputs, sort_keys=True).encode()).hexdigest()[:16]
-        work = store.root / key / "work" / fingerprint
-        work.mkdir(parents=True, exist_ok=True)
+        # The work dir pins the versions it was keyed on until its result is published, so retention keeps
+        # what a resumable run needs even when the step is gone.
+        work = store.work_dir(key, fingerprint, dict(inputs.versions))
         cfg = train_config(recipe, section, data.path, work, vocab, str(init.path) if init else "")
         run_json = work / "run.json"
         run_json.write_text(json.dumps(cfg, indent=1))
@@ -98,6 +106,8 @@ def training_asset(
             command=[sys.executable, "-m", "plasma_pipeline.train", "--config", str(run_json)],
             context=context,
             extras={"asset": key, "data_version": data.id},
+            # The trainer sets PR_SET_PDEATHSIG and exits if this process is already gone: no orphan trainers.
+            env={"PLASMA_PARENT_PID": str(os.getpid())},
         )
         # The trainer reports one materialization (its summary); its metadata joins the published version's.
         trainer_meta = dict(invocation.get_materialize_result().metadata or {})
@@ -112,6 +122,9 @@ def training_asset(
             if (work / "metrics.jsonl").exists():
                 shutil.copy2(work / "metrics.jsonl", w.dir / "metrics.jsonl")
             (w.dir / "run.json").write_text(json.dumps(cfg, indent=1))
+            # The version id is the model itself (weights, shape, tokenizer); logs and timings ride along as annex
+            # files, so a resumed run with identical weights publishes the same id as an uninterrupted one.
+            w.annex.update(p.name for p in w.dir.iterdir() if p.name not in MODEL_IDENTITY_FILES)
             rows = _read_metrics(work)
             # The trainer hashed the weights it wrote; hashing a multi-GB file again here would only repeat it.
             reported = trainer_meta.get("weights_sha256")
@@ -127,8 +140,12 @@ def training_asset(
                     "loss_curve": _loss_curve_md(rows),
                 }
             )
+            w.inputs.update(inputs.versions)
             version = w.publish()
-        return version_result(version, key, extra={f"trainer/{k}": v for k, v in trainer_meta.items()})
+        store.mark_work_published(work, version.id)
+        return version_result(
+            version, key, extra={f"trainer/{k}": v for k, v in trainer_meta.items()}, inputs=inputs.versions
+        )
 
     return _train
 

@@ -66,3 +66,47 @@ def test_a_corrupt_raw_shard_fails_clean_with_the_shard_named(defs_and_store):
         assert shard.name in text and ("CorruptShardError" in text or CorruptShardError.__name__ in err.cls_name)
         # Nothing was published for clean/dialog.
         assert not (store / "clean" / "dialog" / "CURRENT").exists()
+
+
+def test_manifest_check_rehashes_the_stored_version_on_demand(defs_and_store):
+    defs, keys, store = defs_and_store
+    key = dg.AssetKey(["raw", "dialog"])
+    job = defs.resolve_job_def("verify_store")
+
+    def evaluations(result):
+        return [e.event_specific_data for e in result.all_events
+                if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.asset_key == key]
+    with dg.instance_for_test() as instance:
+        assert _materialize(defs, [key], instance).success
+        assert [e.passed for e in evaluations(job.execute_in_process(instance=instance))] == [True]
+        current = (store / "raw" / "dialog" / "CURRENT").read_text().strip()
+        shard = sorted((store / "raw" / "dialog" / "versions" / current).rglob("*.parquet"))[0]
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 3] ^= 0x01  # one flipped bit, same size
+        shard.write_bytes(bytes(data))
+        evals = evaluations(job.execute_in_process(instance=instance, raise_on_error=False))
+        assert [e.passed for e in evals] == [False]
+        assert shard.name in evals[0].description and "manifest hash" in evals[0].description
+
+
+def test_each_step_reads_the_parent_version_dagster_recorded_and_lists_it(defs_and_store):
+    defs, keys, store = defs_and_store
+    raw_key, clean_key = dg.AssetKey(["raw", "dialog"]), dg.AssetKey(["clean", "dialog"])
+    with dg.instance_for_test() as instance:
+        assert _materialize(defs, [raw_key], instance).success
+        recorded = (store / "raw" / "dialog" / "CURRENT").read_text().strip()
+        # Someone else publishes raw/dialog behind Dagster's back: CURRENT moves, the recorded version does not.
+        from plasma_pipeline.shards import ShardStore, StoreConfig
+        import pyarrow as pa
+
+        side = ShardStore(StoreConfig(keep_versions=5), root=store)
+        with side.writer("raw/dialog") as w:
+            w.write(pa.table({"id": ["x"], "text": ["a side publish"], "source": ["dialog"]}))
+            w.publish()
+        assert (store / "raw" / "dialog" / "CURRENT").read_text().strip() != recorded
+        assert _materialize(defs, [clean_key], instance).success
+        md = instance.get_latest_materialization_event(clean_key).asset_materialization.metadata
+        assert md["input_versions"].value == {"raw/dialog": recorded}
+        clean_id = md["version"].value
+        manifest = side.version("clean/dialog", clean_id).manifest
+        assert manifest["inputs"] == {"raw/dialog": recorded}
