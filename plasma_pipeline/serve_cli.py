@@ -1,12 +1,14 @@
 """`plasma chat | generate | export`: talk to, prompt, or export a trained model.
 
     plasma chat     [--model DIR] [--system TEXT] [sampling flags]    REPL; /reset clears history, /quit exits
-    plasma generate "PROMPT" [--chat] [--model DIR] [sampling flags]  one-shot; base model unless --chat
+    plasma generate "PROMPT" [--base] [--model DIR] [sampling flags]  one-shot chat reply; --base continues text
     plasma export   --hf OUT [--model DIR | --asset chat_model]       LlamaForCausalLM folder for transformers
 
 Sampling flags: --max-new-tokens N --temperature T (0 = greedy) --top-p P --seed S --device auto|cpu|cuda.
-Without --model, the model is the current published version of `chat_model` (chat, generate --chat, export) or
-`base_model` (generate) in the recipe's shard store ($PLASMA_RECIPE or recipes/default.yaml).
+Without --model, the model is the current published version of `chat_model` (chat, generate, export) or
+`base_model` (generate --base, export --asset base_model) in the recipe's shard store ($PLASMA_RECIPE or
+recipes/default.yaml). Reads verify: a model version folder (one with manifest.json) is re-hashed against its
+manifest before it is loaded, and a corrupt file is refused with an error naming it.
 """
 
 from __future__ import annotations
@@ -18,20 +20,32 @@ from pathlib import Path
 USAGE = "usage: plasma {chat,generate,export} [options]   (see `plasma <command> --help`)"
 
 
-def resolve_model(model: str | None, asset: str) -> Path:
-    """--model DIR if given, else the current version of `asset` in the recipe's shard store."""
+def resolve_model(model: str | None, asset: str, verify: bool = True) -> Path:
+    """--model DIR if given, else the current version of `asset` in the recipe's shard store.
+
+    Reads verify: a store version folder (one with manifest.json, which the default always is) has its files
+    re-hashed against the manifest first, and a mismatch exits with an error naming the file. A plain directory
+    without a manifest (e.g. a trainer's final/) loads as it is."""
     if model:
         path = Path(model)
         if not (path / "model.safetensors").exists():
             raise SystemExit(f"error: {path} is not a model directory (no model.safetensors)")
-        return path
-    from plasma_pipeline.defs.common import store_for
-    from plasma_pipeline.recipe import load_recipe
+    else:
+        from plasma_pipeline.defs.common import store_for
+        from plasma_pipeline.recipe import load_recipe
 
-    try:
-        return Path(store_for(load_recipe(check_paths=False)).current(asset).path)
-    except FileNotFoundError as e:
-        raise SystemExit(f"error: {e}\n(pass --model DIR, or run `plasma materialize` to train {asset})") from e
+        try:
+            path = Path(store_for(load_recipe(check_paths=False)).current(asset).path)
+        except FileNotFoundError as e:
+            raise SystemExit(f"error: {e}\n(pass --model DIR, or run `plasma materialize` to train {asset})") from e
+    if verify:
+        from plasma_pipeline.infer.verify import CorruptModelError, verify_model_dir
+
+        try:
+            verify_model_dir(path)
+        except CorruptModelError as e:
+            raise SystemExit(f"error: {e}") from e
+    return path
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_new: int) -> None:
@@ -135,21 +149,25 @@ def _repl(gen, args, kw: dict, system: list[dict], interactive: bool, out) -> No
 
 
 def cmd_generate(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="plasma generate", description="One-shot generation: a base-model "
-                                "continuation of PROMPT, or with --chat the chat model's reply to it.")
+    p = argparse.ArgumentParser(prog="plasma generate", description="One-shot generation: the chat model's reply "
+                                "to PROMPT as a user turn, or with --base a base-model continuation of PROMPT.")
     p.add_argument("prompt", help="prompt text")
-    p.add_argument("--chat", action="store_true", help="treat PROMPT as a user turn for the chat model")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--chat", action="store_true",
+                      help="reply to PROMPT as a user turn with the chat model (the default)")
+    mode.add_argument("--base", action="store_true",
+                      help="continue PROMPT as plain text with the base model (stops at end of document)")
     _sampling_args(p, 128)
     args = p.parse_args(argv)
     kw = _kw(args)
     from plasma_pipeline.infer.generate import Generator
 
-    gen = Generator(resolve_model(args.model, "chat_model" if args.chat else "base_model"), device=args.device)
-    if args.chat:
-        stream = gen.chat([{"role": "user", "content": args.prompt}], seed=_seed(args), **kw)
-    else:
+    gen = Generator(resolve_model(args.model, "base_model" if args.base else "chat_model"), device=args.device)
+    if args.base:
         sys.stdout.write(args.prompt)
         stream = gen.complete(args.prompt, seed=_seed(args), **kw)
+    else:
+        stream = gen.chat([{"role": "user", "content": args.prompt}], seed=_seed(args), **kw)
     for piece in stream:
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -166,7 +184,8 @@ def cmd_export(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from plasma_pipeline.infer.export_hf import export_hf
 
-    out = export_hf(resolve_model(args.model, args.asset), args.hf, dtype=args.dtype)
+    # resolve_model verified the version against its manifest; export_hf need not hash it a second time
+    out = export_hf(resolve_model(args.model, args.asset), args.hf, dtype=args.dtype, verify=False)
     print(f"exported to {out}: " + ", ".join(sorted(f.name for f in out.iterdir())))
     return 0
 

@@ -77,14 +77,16 @@ STATS_ASSETS_PREFIXES = ("raw", "clean", "scored")
 def evaluation_asset(recipe: Recipe) -> dg.AssetsDefinition:
     import json
 
-    from plasma_pipeline.evaluate import CHECK_NAMES, run_evaluation
+    from pathlib import Path
+
+    from plasma_pipeline.evaluate import CHECK_NAMES, models_from_store, run_evaluation
     from plasma_pipeline.instruct import eval_prompts
 
     cfg = recipe.evaluation
     bpb_checks = [
         dg.AssetCheckSpec(name, asset="evaluation",
                           description=f"{label} model: val bits-per-byte per domain has not regressed past "
-                                      f"+{cfg.bpb_regression_threshold:.0%} of the previous evaluation")
+                                      f"+{cfg.bpb_regression_threshold:.0%} of the previous evaluation with the same tokenizer and val data")
         for label, name in CHECK_NAMES.items()
     ]
 
@@ -93,7 +95,9 @@ def evaluation_asset(recipe: Recipe) -> dg.AssetsDefinition:
         "evaluation",
         section="evaluation",
         group="evaluation",
-        deps=["base_model", "chat_model", "pretrain_shards", "sft_shards"],
+        # Only the models: their val data comes through their own lineage, so a data change without retraining
+        # leaves the evaluation fresh, and a retrain runs it once, after the models.
+        deps=["base_model", "chat_model"],
         kinds={"pytorch"},
         description="Stage 12: val loss and bits-per-byte per domain, a prompt battery, and a report card.",
         automated=False,
@@ -101,28 +105,30 @@ def evaluation_asset(recipe: Recipe) -> dg.AssetsDefinition:
     )
     def evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
-        base, chat = store.current("base_model"), store.current("chat_model")
-        pre, sft = store.current("pretrain_shards"), store.current("sft_shards")
-        stage_stats = {}
-        for s in recipe.sources:
-            for prefix in STATS_ASSETS_PREFIXES:
-                stage_stats[f"{prefix}/{s}"] = store.current(f"{prefix}/{s}").stats
-        for key in ("deduped", "instructions"):
-            stage_stats[key] = store.current(key).stats
-        try:
-            previous = json.loads(store.current("evaluation").file("metrics.json").read_text())
-        except FileNotFoundError:
-            previous = None
-        prompts = eval_prompts(per_domain=recipe.instructions.eval_per_domain)
-        data = {"base_model": base.id, "chat_model": chat.id, "pretrain_shards": pre.id, "sft_shards": sft.id}
-        context.log.info(f"evaluating base {base.id} and chat {chat.id} on {len(prompts)} prompts")
-        with store.writer("evaluation") as w:
-            out = run_evaluation(
-                base_dir=str(base.path), chat_dir=str(chat.path), pretrain_shards_dir=str(pre.path),
-                sft_shards_dir=str(sft.path), prompts=prompts, stage_stats=stage_stats, cfg=cfg,
-                out_dir=w.dir, previous=previous, data=data, stats=w.stats,
-            )
+        with StepInputs(context, store) as inputs, store.writer("evaluation") as w:
+            base, chat = inputs.get("base_model"), inputs.get("chat_model")
+            # Each model is scored on the val data of its own lineage; lease those versions for the step.
+            models = models_from_store(store, base.id, chat.id)
+            for spec in models.values():
+                for d in spec["val"].values():
+                    inputs.pin(Path(d).parent.parent.name, Path(d).name, record=False)
+            stage_stats = {}
+            for s in recipe.sources:
+                for prefix in STATS_ASSETS_PREFIXES:
+                    stage_stats[f"{prefix}/{s}"] = store.current(f"{prefix}/{s}").stats
+            for key in ("deduped", "instructions"):
+                stage_stats[key] = store.current(key).stats
+            try:
+                previous = json.loads(store.current("evaluation").file("metrics.json").read_text())
+            except FileNotFoundError:
+                previous = None
+            prompts = eval_prompts(per_domain=recipe.instructions.eval_per_domain)
+            context.log.info(f"evaluating base {base.id} and chat {chat.id} on {len(prompts)} prompts, each on the "
+                             f"val data of its own lineage")
+            out = run_evaluation(models=models, prompts=prompts, stage_stats=stage_stats, cfg=cfg,
+                                 out_dir=w.dir, previous=previous, stats=w.stats)
             w.metadata.update(out["metadata"])
+            w.inputs.update(inputs.versions)
             version = w.publish()
         report_path = version.path / "report.md"
         context.log.info(f"report card: {report_path}")

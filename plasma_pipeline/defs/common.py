@@ -26,7 +26,7 @@ IMPL_VERSION = {
     "instructions": "1",
     "sft_shards": "1",
     "sft": "1",
-    "evaluation": "1",
+    "evaluation": "2",  # 2: each model on its own lineage's val data
 }
 
 CHECK_MANIFEST = "shards_match_manifest"

@@ -1,7 +1,9 @@
 """Stage 12, evaluation: val loss and bits-per-byte per domain, a prompt battery, regression checks, a report card.
 
-Entry point for the Dagster asset: `run_evaluation` (plasma_pipeline/evaluate/run.py). Pieces:
-`val_metrics` (val.py), `prompt_battery` (battery.py), `bpb_regressed` (checks.py), `write_report` (report.py).
+Entry point for the Dagster asset: `run_evaluation(models_from_store(store), ...)` (plasma_pipeline/evaluate/run.py):
+each model is scored with its own tokenizer on the val data of its own lineage (lineage.py). Pieces:
+`val_metrics` (val.py), `prompt_battery` (battery.py), `bpb_regressed` / `bpb_check` (checks.py), `write_report`
+(report.py).
 Heavy imports (torch, matplotlib) happen inside the functions' modules, so importing EvalConfig stays cheap.
 """
 
@@ -11,7 +13,10 @@ __all__ = [
     "CHECK_BASE_BPB",
     "CHECK_CHAT_BPB",
     "EvalConfig",
+    "LineageError",
+    "bpb_check",
     "bpb_regressed",
+    "models_from_store",
     "prompt_battery",
     "run_evaluation",
     "val_metrics",
@@ -32,10 +37,14 @@ def __getattr__(name):
         from plasma_pipeline.evaluate.battery import prompt_battery
 
         return prompt_battery
-    if name == "bpb_regressed":
-        from plasma_pipeline.evaluate.checks import bpb_regressed
+    if name in ("bpb_regressed", "bpb_check"):
+        from plasma_pipeline.evaluate import checks
 
-        return bpb_regressed
+        return getattr(checks, name)
+    if name in ("models_from_store", "LineageError", "resolve_lineage"):
+        from plasma_pipeline.evaluate import lineage
+
+        return getattr(lineage, name)
     if name == "write_report":
         from plasma_pipeline.evaluate.report import write_report
 

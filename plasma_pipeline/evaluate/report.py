@@ -1,6 +1,7 @@
 """The report card: what was trained, on what, how long, and how well — markdown plus two PNG plots.
 
-report.md   model shapes and parameter counts, steps / tokens / time, data versions and per-domain tokens,
+report.md   model shapes and parameter counts, steps / tokens / time, a per-model lineage table (model, tokenizer,
+            train data, init_from and val data versions) and per-domain tokens,
             val loss and bits-per-byte per domain for base vs chat, drop counts per stage, sample generations
 loss.png    train loss curves of the base and chat models (metrics.jsonl), with val_loss points
 drops.png   per-stage, per-rule drop counts (from the shard manifests' stats)
@@ -211,16 +212,49 @@ def val_table(metrics: dict[str, dict[str, dict]], split: str) -> list[str]:
     return lines
 
 
+def _v(version: str | None, sha: str | None = None) -> str:
+    from plasma_pipeline.evaluate.lineage import short
+
+    return "–" if not version and not sha else f"`{short(version, sha)}`"
+
+
+def lineage_table(lineage: dict[str, dict]) -> list[str]:
+    """Markdown rows: per model, the versions it was trained on and the val data versions it was scored on."""
+    lines = ["Lineage: each model is scored with its own tokenizer on the val data of its own lineage.", "",
+             "| model | model version | tokenizer version | train data version | init_from version | val data used |",
+             "|---|---|---|---|---|---|"]
+    for label, lin in lineage.items():
+        vals = []
+        for split, v in (lin.get("val_data") or {}).items():
+            flag = {True: " (its train data)", False: " (**not** its train data)"}.get(v.get("is_train_data"), "")
+            vals.append(f"{split}: {v.get('asset') or 'shards'} {_v(v.get('version'), v.get('sha256'))}{flag}")
+        lines.append(
+            f"| {label} | {lin.get('model_asset') or label} {_v(lin.get('model_version'), lin.get('weights_sha256'))} "
+            f"| {_v(lin.get('tokenizer_version'), lin.get('tokenizer_sha256'))} | {_v(lin.get('train_data_version'))} "
+            f"| {_v(lin.get('init_from_version'))} | {'; '.join(vals) or '–'} |")
+    return lines
+
+
+def _shards_version(lineage: dict[str, dict] | None, d: str | Path) -> str | None:
+    for lin in (lineage or {}).values():
+        for v in (lin.get("val_data") or {}).values():
+            if v.get("dir") and Path(v["dir"]) == Path(d) and v.get("version"):
+                return v["version"]
+    return None
+
+
 def write_report(out_dir: str | Path, *, models: dict[str, str | Path], metrics: dict[str, dict],
                  generations: pa.Table | None = None, stage_stats: dict[str, dict[str, int]] | None = None,
                  data: dict[str, Any] | None = None, shards: dict[str, str | Path] | None = None,
                  sample_exchange: dict[str, str] | None = None, checks: dict[str, dict] | None = None,
-                 title: str = "plasma-pipeline report card") -> str:
+                 lineage: dict[str, dict] | None = None, title: str = "plasma-pipeline report card") -> str:
     """Write report.md, loss.png and drops.png into out_dir; return the markdown.
 
     models: {"base": dir, "chat": dir}; metrics: {model label: {split: {"domains": {...}, "overall": {...}}}};
-    generations: the battery table; stage_stats: {stage: {counter: n}}; data: {"pretrain_shards": version id, ...};
-    shards: {"pretrain": dir, "sft": dir} for per-domain token counts; checks: {name: {passed, ...}}."""
+    generations: the battery table; stage_stats: {stage: {counter: n}}; data: {asset: version id} listed as they
+    are (optional; lineage is the record of what each model used); shards: {"pretrain": dir, "sft": dir} for
+    per-domain token counts; checks: {name: {passed, ...}}; lineage: {model label: lineage dict} (see
+    plasma_pipeline.evaluate.lineage) for the per-model lineage table."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stage_stats = stage_stats or {}
@@ -245,13 +279,17 @@ def write_report(out_dir: str | Path, *, models: dict[str, str | Path], metrics:
     L += [""] + [f"- {e}" for e in extra] + [""]
 
     L += ["## On what", ""]
+    if lineage:
+        L += lineage_table(lineage) + [""]
     if data:
         L += ["| asset | version |", "|---|---|"] + [f"| {k} | `{v}` |" for k, v in data.items()] + [""]
     for label, d in (shards or {}).items():
         toks = domain_tokens(d, "train")
         if toks:
             total = sum(toks.values())
-            L += [f"**{label} shards** (train split, {_human(total)} tokens):", "", "| domain | tokens | share |",
+            vid = _shards_version(lineage, d)
+            L += [f"**{label} shards**{f' `{vid}`' if vid else ''} (train split, {_human(total)} tokens):", "",
+                  "| domain | tokens | share |",
                   "|---|---:|---:|"]
             L += [f"| {k} | {v:,} | {v / total:.1%} |" for k, v in toks.items()] + [""]
 
@@ -266,7 +304,10 @@ def write_report(out_dir: str | Path, *, models: dict[str, str | Path], metrics:
     if checks:
         L += ["## Checks", "", "| check | result | note |", "|---|---|---|"]
         for name, c in checks.items():
-            L.append(f"| {name} | {'PASS' if c.get('passed') else 'FAIL'} | {_cell(c.get('description', ''), 200)} |")
+            result = "PASS" if c.get("passed") else "FAIL"
+            if (c.get("metadata") or {}).get("baseline") == "new":
+                result += " (new baseline)"
+            L.append(f"| {name} | {result} | {_cell(c.get('description', ''), 400)} |")
         L.append("")
 
     L += ["## Training curves", "", "![loss curves](loss.png)", ""]

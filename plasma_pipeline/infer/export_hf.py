@@ -118,13 +118,21 @@ def tokenizer_config(max_len: int) -> dict:
 
 
 def export_hf(model_dir: str | Path, out_dir: str | Path, tokenizer_path: str | Path | None = None,
-              dtype: str = "float32", tokenizer_json: bool = True) -> Path:
+              dtype: str = "float32", tokenizer_json: bool = True, verify: bool = True) -> Path:
     """Write a LlamaForCausalLM-compatible folder from a model directory (config.json + model.safetensors
-    [+ tokenizer.model]). dtype: "float32", "bfloat16" or "float16" for the saved weights."""
+    [+ tokenizer.model]). dtype: "float32", "bfloat16" or "float16" for the saved weights.
+
+    verify: when model_dir is a store version folder (has manifest.json), re-hash its files against the manifest
+    first and raise CorruptModelError naming a bad file (plasma_pipeline.infer.verify.verify_model_dir); a plain
+    directory is exported as it is. Pass False only when the caller has just verified it."""
     model_dir, out = Path(model_dir), Path(out_dir)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     if torch_dtype is None:
         raise ValueError(f"dtype: expected float32, bfloat16 or float16, got {dtype!r}")
+    if verify:
+        from plasma_pipeline.infer.verify import verify_model_dir
+
+        verify_model_dir(model_dir)
     cfg = _read_model_config(model_dir)
     tok = Path(tokenizer_path) if tokenizer_path else model_dir / "tokenizer.model"
     if not tok.exists():

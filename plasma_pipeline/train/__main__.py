@@ -1,4 +1,9 @@
-"""CLI: python -m plasma_pipeline.train --config run.json [--set key=value ...]"""
+"""CLI: python -m plasma_pipeline.train --config run.json [--set key=value ...]
+
+Dies with its parent: on Linux the kernel sends SIGTERM when the launching process dies (the trainer then
+checkpoints at the step boundary and exits 143); if $PLASMA_PARENT_PID is set and that process is already gone,
+it exits 143 before doing anything. Holds out_dir/.trainer.lock for the whole run; exits 75 if another trainer
+holds it past lock_timeout_s."""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ import json
 import sys
 
 from plasma_pipeline.train.config import TrainConfig
+from plasma_pipeline.train.workdir import EXIT_LOCKED, WorkDirLocked, die_with_parent
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()  # first, before the seconds spent importing torch
     ap = argparse.ArgumentParser(prog="python -m plasma_pipeline.train", description=__doc__)
     ap.add_argument("--config", required=True, help="TrainConfig as JSON")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -26,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.from_dict(d)
     from plasma_pipeline.train.trainer import train
 
-    train(cfg)
+    try:
+        train(cfg)
+    except WorkDirLocked as e:
+        print(f"plasma_pipeline.train: {e}", file=sys.stderr, flush=True)
+        return EXIT_LOCKED
     return 0
 
 

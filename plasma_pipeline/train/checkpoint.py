@@ -1,6 +1,10 @@
 """Checkpoints: safetensors for tensors, JSON for the rest; never pickle.
 
 Layout: out_dir/checkpoints/step-000123/{model.safetensors, optimizer.safetensors, state.json, config.json}.
+state.json is written last and records the byte size and sha256 of the other three ("files"), so a resume can
+tell an intact checkpoint from a truncated or bit-flipped one and fall back to the previous intact checkpoint.
+A checkpoint found bad is renamed to checkpoints/.corrupt-step-000123 (kept for inspection, never retried) and
+deleted by prune once an intact checkpoint at that step or later has been saved.
 """
 
 from __future__ import annotations
@@ -11,11 +15,15 @@ import json
 import os
 import re
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_CORRUPT_DIR = re.compile(r"^\.corrupt-step-(\d+)")
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -64,9 +72,16 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return ck[-1][1] if ck else None
 
 
+def _file_record(path: Path) -> dict:
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
 def save_checkpoint(out_dir: str | Path, step: int, weights: dict, optim: dict, state: dict,
                     model_config: dict, keep_last: int) -> Path:
-    """Write into a temp dir and rename into place, then prune to the newest keep_last."""
+    """Write into a temp dir and rename into place, then prune to the newest keep_last.
+
+    state.json (written last) gets "files": {name: {"bytes", "sha256"}} of the other files; each file is hashed
+    on a thread while the next one is written (hashlib releases the GIL), right after it was written (page cache)."""
     root = Path(out_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
@@ -74,24 +89,111 @@ def save_checkpoint(out_dir: str | Path, step: int, weights: dict, optim: dict, 
     if tmp.exists():  # left by a crash of this same pid number: never a complete checkpoint
         shutil.rmtree(tmp)
     tmp.mkdir()
-    _save_tensors(weights, tmp / "model.safetensors")
-    _save_tensors(optim, tmp / "optimizer.safetensors")
-    (tmp / "config.json").write_text(json.dumps(model_config, indent=2))
-    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        _save_tensors(weights, tmp / "model.safetensors")
+        hashes = {"model.safetensors": pool.submit(_file_record, tmp / "model.safetensors")}
+        _save_tensors(optim, tmp / "optimizer.safetensors")
+        hashes["optimizer.safetensors"] = pool.submit(_file_record, tmp / "optimizer.safetensors")
+        (tmp / "config.json").write_text(json.dumps(model_config, indent=2))
+        hashes["config.json"] = pool.submit(_file_record, tmp / "config.json")
+        files = {name: fut.result() for name, fut in hashes.items()}
+    (tmp / "state.json").write_text(json.dumps({**state, "files": files}, indent=2))
     if final.exists():  # same step saved again (e.g. SIGTERM right after a periodic save)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    prune_checkpoints(out_dir, keep_last)
+    prune_checkpoints(out_dir, keep_last, saved_step=step)
     return final
 
 
-def prune_checkpoints(out_dir: str | Path, keep_last: int) -> None:
+def prune_checkpoints(out_dir: str | Path, keep_last: int, saved_step: int | None = None) -> None:
+    """Keep the newest keep_last checkpoints at or before saved_step (the one just written; default: the newest
+    that passes a size check), so an intact checkpoint is never pruned in favour of a bad newer one. Checkpoints
+    after saved_step are left to the resume walk, which verifies them. Also removes .corrupt-step-N dirs that an
+    intact checkpoint at step >= N supersedes, and partial saves of dead processes."""
+    root = Path(out_dir) / "checkpoints"
     ck = list_checkpoints(out_dir)
-    for _, p in ck[: max(0, len(ck) - max(1, keep_last))]:
-        shutil.rmtree(p, ignore_errors=True)
-    for p in (Path(out_dir) / "checkpoints").glob(".tmp-step-*"):
-        if not p.name.endswith(f"-{os.getpid()}"):  # partial saves of dead processes
+    if saved_step is None:
+        saved_step = next((s for s, p in reversed(ck) if verify_checkpoint(p, deep=False) is None), None)
+    if saved_step is not None:
+        upto = [p for s, p in ck if s <= saved_step]
+        for p in upto[: max(0, len(upto) - max(1, keep_last))]:
             shutil.rmtree(p, ignore_errors=True)
+        for p in root.glob(".corrupt-step-*"):
+            m = _CORRUPT_DIR.match(p.name)
+            if m and int(m.group(1)) <= saved_step:
+                shutil.rmtree(p, ignore_errors=True)
+    for p in root.glob(".tmp-step-*"):
+        if not p.name.endswith(f"-{os.getpid()}"):  # partial saves of dead processes (the work dir lock
+            shutil.rmtree(p, ignore_errors=True)     # guarantees no other live trainer writes here)
+
+
+def verify_checkpoint(path: str | Path, deep: bool = True) -> str | None:
+    """What is wrong with a checkpoint dir, as "<file path> is ..." (None: nothing found wrong).
+
+    Checks state.json parses and that the files it records have their recorded sizes and (deep) sha256.
+    Checkpoints from before hashes were recorded pass here; load them to find out (see load_latest_intact)."""
+    path = Path(path)
+    try:
+        state = json.loads((path / "state.json").read_text())
+        if not isinstance(state, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        return f"{path / 'state.json'} is unreadable ({e})"
+    files = state.get("files")
+    if not isinstance(files, dict):
+        return None
+    for name, rec in files.items():
+        f = path / name
+        try:
+            size = f.stat().st_size
+        except FileNotFoundError:
+            return f"{f} is missing"
+        want = rec.get("bytes")
+        if want is not None and size != want:
+            if size < want:
+                return f"{f} is truncated ({size} of {want} bytes)"
+            return f"{f} has {size} bytes, {want} expected"
+    if deep:
+        for name, rec in files.items():
+            f = path / name
+            if rec.get("sha256") and (got := sha256_file(f)) != rec["sha256"]:
+                return f"{f} is corrupt (sha256 {got[:12]}…, {rec['sha256'][:12]}… recorded at save)"
+    return None
+
+
+def quarantine_checkpoint(path: str | Path) -> Path:
+    """Rename a bad checkpoint dir to .corrupt-step-N (not listed, so never resumed from again); returns the new path."""
+    path = Path(path)
+    dest = path.with_name(f".corrupt-{path.name}")
+    if dest.exists():
+        dest = path.with_name(f".corrupt-{path.name}-{os.getpid()}-{time.time_ns()}")
+    os.replace(path, dest)
+    return dest
+
+
+def load_latest_intact(out_dir: str | Path, report: Callable[[str], None] = print,
+                       ) -> tuple[Path, dict, dict, dict] | None:
+    """(path, weights, optimizer state, state) of the newest intact checkpoint, or None if there is none.
+
+    Walks checkpoints newest first; each bad one is reported (its path and what is wrong) and quarantined."""
+    ck = list_checkpoints(out_dir)
+    for i in range(len(ck) - 1, -1, -1):
+        path = ck[i][1]
+        problem = verify_checkpoint(path)
+        if problem is None:
+            try:
+                weights, optim, state = load_checkpoint(path)
+                return path, weights, optim, state
+            except Exception as e:  # safetensors' SafetensorError, OSError, bad JSON, ...
+                problem = f"{path} cannot be loaded ({type(e).__name__}: {e})"
+        then = "trying the previous one" if i else "no older checkpoint left"
+        try:
+            moved = quarantine_checkpoint(path)
+            where = f"; moved to {moved.name}"
+        except OSError as e:
+            where = f"; could not move it aside ({e})"
+        report(f"checkpoint {problem} — ignoring it{where}, {then}")
+    return None
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:

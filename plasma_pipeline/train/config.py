@@ -1,12 +1,29 @@
-"""Model shapes and run configuration: a run is a config, not a pile of flags."""
+"""Model shapes and run configuration: a run is a config, not a pile of flags.
+
+Constraints are plain Python (this package depends only on torch, numpy, pyarrow, safetensors, sentencepiece):
+`Literal` hints name the allowed strings, and `TrainConfig.validate()` (run by `__post_init__`) checks types and
+ranges, raising ValueError whose message starts with the field name. The recipe loader validates the same
+dataclasses from YAML with pydantic, which reads these hints and runs `__post_init__`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+Engine = Literal["resident", "streaming"]
+# "bfloat16" / "float32" are aliases that trainer.resolve_dtype has always accepted.
+Dtype = Literal["auto", "bf16", "fp32", "bfloat16", "float32"]
+SpeculativeAdam = Literal["auto", "always", "never"]
+# Devices: "auto", "cpu", "cuda" or "cuda:N" (a torch device string).
+_DEVICE_RE = re.compile(r"(auto|cpu|cuda(:\d+)?)")
 
 
 @dataclass
@@ -43,10 +60,23 @@ class ModelConfig:
         return self.dim // self.n_heads
 
     def validate(self) -> None:
-        if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
-            raise ValueError(f"bad head layout: dim={self.dim} heads={self.n_heads}/{self.n_kv_heads}")
+        """ValueError (message starting with the field name) if the shape cannot be built."""
+        _check_types(self)
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("rope_theta", "norm_eps", "init_std"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name}: must be a finite number > 0, got {v}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"n_heads: bad head layout: dim={self.dim} is not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_kv_heads: bad head layout: n_heads={self.n_heads} is not divisible by "
+                             f"n_kv_heads={self.n_kv_heads}")
         if self.head_dim % 2:
-            raise ValueError("head_dim must be even for RoPE")
+            raise ValueError(f"n_heads: head_dim must be even for RoPE, got dim/n_heads = {self.dim}/{self.n_heads} "
+                             f"= {self.head_dim}")
 
     def layer_params(self) -> int:
         d, kv = self.dim, self.n_kv_heads * self.head_dim
@@ -91,6 +121,9 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
     """A named shape with field overrides (e.g. vocab_size from the tokenizer)."""
     if name not in MODEL_CONFIGS:
         raise KeyError(f"unknown model config {name!r}; known: {sorted(MODEL_CONFIGS)}")
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)})
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not a ModelConfig field (fields: {', '.join(_field_names(ModelConfig))})")
     cfg = dataclasses.replace(MODEL_CONFIGS[name], **overrides)
     cfg.validate()
     return cfg
@@ -130,11 +163,11 @@ class TrainConfig:
     """AdamW epsilon."""
     grad_clip: float = 1.0
     """Clip the global gradient L2 norm to this (0 = off)."""
-    engine: str = "resident"
+    engine: Engine = "resident"
     """"resident" (all on the accelerator) or "streaming" (layers streamed from host memory)."""
     device: str = "auto"
-    """"auto" (cuda if available), "cpu" or "cuda"."""
-    dtype: str = "auto"
+    """"auto" (cuda if available), "cpu", "cuda" or "cuda:N"."""
+    dtype: Dtype = "auto"
     """Compute dtype: "auto" (bf16 on cuda, fp32 on cpu), "bf16" or "fp32"."""
     seed: int = 0
     """Seed for init and data order."""
@@ -156,13 +189,50 @@ class TrainConfig:
     """torch.compile the block function (cuda only)."""
     halt_at_step: int = 0
     """Stop after this step with a checkpoint, as if preempted (tests, preemptible jobs); 0 = off."""
-    speculative_adam: str = "auto"
+    lock_timeout_s: float = 120.0
+    """Seconds to wait for another trainer holding out_dir/.trainer.lock (e.g. one writing its SIGTERM checkpoint)."""
+    speculative_adam: SpeculativeAdam = "auto"
     """Streaming: step each layer on the host during backward assuming no clipping, undo/redo if clipped:
     "auto" (when the previous step was not clipped), "always" or "never"."""
     cpu_adam_compile: bool = True
     """Streaming on cuda: one-pass host AdamW compiled by inductor (falls back to eager if it cannot)."""
     cpu_adam_threads: int = 0
     """Streaming: torch intra-op threads for the host AdamW (0 = torch default)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """ValueError naming the field for a value of the wrong type or out of range."""
+        _check_types(self)
+        if self.model not in MODEL_CONFIGS:
+            raise ValueError(f"model: unknown model config {self.model!r} (known: {', '.join(MODEL_CONFIGS)})")
+        unknown = sorted(set(self.model_overrides) - set(_field_names(ModelConfig)))
+        if unknown:
+            raise ValueError(f"model_overrides: {unknown[0]!r} is not a ModelConfig field "
+                             f"(fields: {', '.join(_field_names(ModelConfig))})")
+        for name in ("steps", "batch_size", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("micro_batch", "warmup", "save_every", "eval_every", "val_batches", "log_every", "halt_at_step",
+                     "cpu_adam_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "eps"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name}: must be a finite number > 0, got {v}")
+        for name in ("weight_decay", "grad_clip", "lock_timeout_s"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name}: must be a finite number >= 0, got {v}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
+        if not _DEVICE_RE.fullmatch(self.device):
+            raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     def model_config(self) -> ModelConfig:
         return model_config(self.model, **self.model_overrides)
@@ -176,11 +246,48 @@ class TrainConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-        cfg = cls(**d)
-        if cfg.engine not in ("resident", "streaming"):
-            raise ValueError(f"engine must be resident or streaming, got {cfg.engine!r}")
-        return cfg
+        return cls(**d)  # __post_init__ validates
 
     @classmethod
     def from_json(cls, path: str | Path) -> "TrainConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+# --- plain-Python type checks (no pydantic here) ---------------------------------------------------------------
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) is Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(hint))
+    base = typing.get_origin(hint) or hint
+    if base is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(base, type):
+        return isinstance(value, base)
+    return True
+
+
+def _check_types(cfg: Any) -> None:
+    """ValueError naming the first field whose value does not match its hint (int, float, bool, str, Literal, dict)."""
+    for name, hint in _hints(type(cfg)).items():
+        value = getattr(cfg, name)
+        if not _type_ok(value, hint):
+            if typing.get_origin(hint) is Literal:
+                want = "one of " + ", ".join(map(str, typing.get_args(hint)))
+            else:
+                want = _TYPE_WORDS.get(typing.get_origin(hint) or hint, str(hint))
+            raise ValueError(f"{name}: expected {want}, got {value!r}")

@@ -42,13 +42,67 @@ def gpu_peak_bytes(device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
+INTERRUPTION_EVENTS = ("terminated", "halted")
+"""Events that end a run early; a resume continues the run, so they are dropped from metrics.jsonl."""
+
+
+def cut_metrics(path: str | Path, step: int | None) -> None:
+    """Rewrite metrics.jsonl atomically (temp + os.replace) for a run continuing from checkpoint `step`.
+
+    Keeps records with "step" <= step, minus the events of the interrupted run (terminated, halted) and minus
+    "final" (a resumed run writes its own), and drops torn lines (a kill mid-write). step None (a fresh start):
+    empties it. The result reads as if the run had never been interrupted: the resumed run appends the rest."""
+    path = Path(path)
+    if not path.exists():
+        return
+    keep: list[str] = []
+    if step is not None:
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(r, dict) or not isinstance(r.get("step"), int) or r["step"] > step:
+                continue
+            if r.get("event") in INTERRUPTION_EVENTS or r.get("event") == "final":
+                continue
+            keep.append(line + "\n")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.writelines(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _quiet(stream) -> None:
+    """The stream's reader is gone (e.g. the launching parent was killed -9): point its fd at /dev/null, so
+    neither later prints nor the flush at exit raise BrokenPipeError, and the SIGTERM checkpoint still happens."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _say(text: str, stream) -> None:
+    try:
+        print(text, file=stream, flush=True)
+    except (BrokenPipeError, OSError, ValueError):
+        _quiet(stream)
+
+
 class Reporter:
-    """JSON lines to out_dir/metrics.jsonl; to stdout, or to Dagster Pipes if this process runs under it."""
+    """JSON lines to out_dir/metrics.jsonl; to stdout, or to Dagster Pipes if this process runs under it.
+
+    metrics.jsonl is opened (for append) at the first record, so the trainer can cut it back to the checkpoint
+    it resumes from (cut_back) once it holds the work dir lock."""
 
     def __init__(self, out_dir: str | Path, echo: bool = True):
         self.path = Path(out_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a")
+        self.file = None
         self.echo = echo
         self.pipes = None
         self._pipes_cm = None
@@ -61,25 +115,34 @@ class Reporter:
                 self._pipes_cm = open_dagster_pipes()
                 self.pipes = self._pipes_cm.__enter__()
 
+    def cut_back(self, step: int | None) -> None:
+        """See cut_metrics: keep what the run logged up to checkpoint `step` (None: nothing)."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        cut_metrics(self.path, step)
+
     def log(self, record: dict) -> None:
         line = json.dumps(record)
+        if self.file is None:
+            self.file = open(self.path, "a")
         self.file.write(line + "\n")
         self.file.flush()
         if self.pipes is not None:
             self.pipes.log.info(line)
             self.pipes.report_custom_message(record)
         elif self.echo:
-            print(line, flush=True)
+            _say(line, sys.stdout)
 
     def info(self, msg: str) -> None:
         if self.pipes is not None:
             self.pipes.log.info(msg)
         elif self.echo:
-            print(msg, file=sys.stderr, flush=True)
+            _say(msg, sys.stderr)
 
     def final(self, summary: dict) -> None:
         """The run's summary: a last stdout line (TRAIN_SUMMARY {...}) and, under Pipes, a materialization."""
-        print("TRAIN_SUMMARY " + json.dumps(summary), flush=True)
+        _say("TRAIN_SUMMARY " + json.dumps(summary), sys.stdout)
         if self.pipes is not None:
             meta = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) and v is not None}
             try:
@@ -88,7 +151,9 @@ class Reporter:
                 self.pipes.log.warning(f"could not report materialization: {e}")
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
+            self.file = None
         if self._pipes_cm is not None:  # inside a finally: an exception in flight is reported to Dagster
             self._pipes_cm.__exit__(*sys.exc_info())
             self._pipes_cm = None

@@ -13,6 +13,7 @@ from plasma_pipeline.train.config import ModelConfig, TrainConfig
 from plasma_pipeline.train.data import TokenLoader, row_length, val_batches
 from plasma_pipeline.train.metrics import Reporter, gpu_peak_bytes, host_memory_bytes, peak_flops, step_record
 from plasma_pipeline.train.optim import lr_at
+from plasma_pipeline.train.workdir import lock_workdir
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
@@ -80,7 +81,11 @@ def evaluate(engine, batches) -> float | None:
 
 
 def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
-    """Run (or resume) cfg; returns the summary dict. Raises Terminated after a SIGTERM checkpoint."""
+    """Run (or resume) cfg; returns the summary dict. Raises Terminated after a SIGTERM checkpoint.
+
+    Holds out_dir/.trainer.lock throughout (WorkDirLocked if another trainer keeps it past cfg.lock_timeout_s).
+    Resumes from the newest intact checkpoint (bad ones are reported and moved aside) and cuts metrics.jsonl back
+    to that step, so an interrupted-then-resumed run leaves the records of an uninterrupted one."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mcfg = cfg.model_config()
@@ -92,19 +97,42 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     own_reporter = reporter is None
     reporter = reporter or Reporter(out)
+    lock = engine = None
+    try:
+        # One trainer per work dir; waits for one that got SIGTERM and is still writing its last checkpoint.
+        lock = lock_workdir(out, cfg.lock_timeout_s, log=reporter.info)
+        weights = optim = state = None
+        resumed_from = None
+        had_checkpoints = bool(ckpt.list_checkpoints(out))
+        found = ckpt.load_latest_intact(out, reporter.info)  # bad ones are reported and moved aside
+        if found is not None:  # resume: weights, optimizer, data position and RNG from the newest intact checkpoint
+            latest, weights, optim, state = found
+            resumed_from = int(state["step"])
+            reporter.info(f"resuming from {latest}")
+        elif had_checkpoints:
+            reporter.info(f"warning: no intact checkpoint in {out / 'checkpoints'}; starting "
+                          + (f"from {cfg.init_from}" if cfg.init_from else "from scratch"))
+        if found is None and cfg.init_from:  # fresh run from given weights (SFT): new optimizer, step 0
+            weights = ckpt.load_weights(cfg.init_from)
+            reporter.info(f"initialising from {cfg.init_from}")
+        reporter.cut_back(resumed_from)  # metrics.jsonl as it was at that checkpoint (empty on a fresh start)
+        engine = build_engine(cfg, mcfg, device, dtype, weights)
+        if optim is not None:
+            engine.load(weights, optim)
+        del weights, optim
+        return _run(cfg, mcfg, engine, state, reporter, device, dtype, seq_len, resumed_from)
+    finally:
+        if engine is not None:
+            engine.close()
+        if own_reporter:
+            reporter.close()
+        if lock is not None:
+            lock.release()
 
-    weights = optim = state = None
-    latest = ckpt.latest_checkpoint(out)
-    if latest is not None:  # resume: weights, optimizer, data position and RNG from the newest checkpoint
-        weights, optim, state = ckpt.load_checkpoint(latest)
-        reporter.info(f"resuming from {latest}")
-    elif cfg.init_from:  # fresh run from given weights (SFT): new optimizer, step 0
-        weights = ckpt.load_weights(cfg.init_from)
-        reporter.info(f"initialising from {cfg.init_from}")
-    engine = build_engine(cfg, mcfg, device, dtype, weights)
-    if optim is not None:
-        engine.load(weights, optim)
-    del weights, optim
+
+def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, reporter: Reporter, device, dtype,
+         seq_len: int, resumed_from: int | None) -> dict:
+    out = Path(cfg.out_dir)
     loader = TokenLoader(cfg.data_dir, cfg.batch_size, cfg.seed)
     if state is not None:
         loader.load_state_dict(state["data"])
@@ -120,47 +148,43 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
 
     t_run = time.perf_counter()
     steps_this_run, last = 0, None
-    try:
-        with _SigtermFlag() as term:
-            while engine.step < cfg.steps:
-                if term.set:
-                    path = save(engine.step)
-                    reporter.log({"event": "terminated", "step": engine.step, "checkpoint": str(path)})
-                    raise Terminated()
-                batch = loader.next_batch()
-                lr = lr_at(engine.step + 1, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
-                stats = engine.train_step(batch, lr)
-                step, steps_this_run, last = engine.step, steps_this_run + 1, stats
-                if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.steps):
-                    reporter.log(step_record(step, stats, lr, tokens_per_step, n_params, device, dtype))
-                if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                    reporter.log({"step": step, "val_loss": evaluate(engine, vals)})
-                if cfg.halt_at_step and step == cfg.halt_at_step and step < cfg.steps:
-                    path = save(step)
-                    reporter.log({"event": "halted", "step": step, "checkpoint": str(path)})
-                    return {"halted": True, "step": step, "checkpoint": str(path)}
-                if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
-                    save(step)
-            val = evaluate(engine, vals)
-            save(engine.step)
-            weights = engine.state_dict()
-            final_dir, sha = ckpt.save_final(out, weights, mcfg.to_dict())
-            _, rss_peak = host_memory_bytes()
-            gpu = gpu_peak_bytes(device)
-            summary = {
-                "event": "final", "step": engine.step, "engine": cfg.engine, "model": mcfg.name,
-                "n_params": n_params, "final_loss": None if last is None else last.loss, "val_loss": val,
-                "weights_sha256": sha, "final_dir": str(final_dir), "device": str(device),
-                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                "dtype": str(dtype).replace("torch.", ""), "steps_this_run": steps_this_run,
-                "run_seconds": round(time.perf_counter() - t_run, 2), "tokens_per_step": tokens_per_step,
-                "peak_flops": peak_flops(device, dtype), "host_peak_rss_gb": round(rss_peak / 2**30, 3),
-                "gpu_peak_gb": None if gpu is None else round(gpu / 2**30, 3),
-            }
-            reporter.log(summary)
-            reporter.final(summary)
-            return summary
-    finally:
-        engine.close()
-        if own_reporter:
-            reporter.close()
+    with _SigtermFlag() as term:
+        while engine.step < cfg.steps:
+            if term.set:
+                path = save(engine.step)
+                reporter.log({"event": "terminated", "step": engine.step, "checkpoint": str(path)})
+                raise Terminated()
+            batch = loader.next_batch()
+            lr = lr_at(engine.step + 1, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+            stats = engine.train_step(batch, lr)
+            step, steps_this_run, last = engine.step, steps_this_run + 1, stats
+            if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.steps):
+                reporter.log(step_record(step, stats, lr, tokens_per_step, n_params, device, dtype))
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+                reporter.log({"step": step, "val_loss": evaluate(engine, vals)})
+            if cfg.halt_at_step and step == cfg.halt_at_step and step < cfg.steps:
+                path = save(step)
+                reporter.log({"event": "halted", "step": step, "checkpoint": str(path)})
+                return {"halted": True, "step": step, "checkpoint": str(path)}
+            if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+                save(step)
+        val = evaluate(engine, vals)
+        save(engine.step)
+        weights = engine.state_dict()
+        final_dir, sha = ckpt.save_final(out, weights, mcfg.to_dict())
+        _, rss_peak = host_memory_bytes()
+        gpu = gpu_peak_bytes(device)
+        summary = {
+            "event": "final", "step": engine.step, "engine": cfg.engine, "model": mcfg.name,
+            "n_params": n_params, "final_loss": None if last is None else last.loss, "val_loss": val,
+            "weights_sha256": sha, "final_dir": str(final_dir), "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "dtype": str(dtype).replace("torch.", ""), "steps_this_run": steps_this_run,
+            "run_seconds": round(time.perf_counter() - t_run, 2), "tokens_per_step": tokens_per_step,
+            "peak_flops": peak_flops(device, dtype), "host_peak_rss_gb": round(rss_peak / 2**30, 3),
+            "gpu_peak_gb": None if gpu is None else round(gpu / 2**30, 3),
+            "resumed_from_step": resumed_from,
+        }
+        reporter.log(summary)
+        reporter.final(summary)
+        return summary

@@ -108,3 +108,24 @@ def train_model(work: Path, data_dir: Path, sp_path: Path, steps: int, init_from
     shutil.copy2(work / "run" / "metrics.jsonl", version / "metrics.jsonl")
     (version / "run.json").write_text(json.dumps(cfg.to_dict()))
     return version
+
+
+def publish_shards(store, asset: str, shards_dir: Path, metadata: dict):
+    """Publish a token-shard folder (train/ and val/ Parquet) as a version of `asset`, like the shard assets do."""
+    with store.writer(asset) as w:
+        for split in ("train", "val"):
+            for f in sorted((shards_dir / split).glob("*.parquet")):
+                w.write(pq.read_table(f), split)
+        w.metadata.update(metadata)
+        return w.publish()
+
+
+def publish_model(store, asset: str, model_dir: Path, metadata: dict):
+    """Publish a model folder as a version of `asset` with the lineage metadata the training assets record
+    (train_data_version, tokenizer_version, init_from_version)."""
+    with store.writer(asset) as w:
+        for f in sorted(model_dir.iterdir()):
+            if f.is_file() and f.name != "manifest.json":
+                shutil.copy2(f, w.dir / f.name)
+        w.metadata.update(metadata)
+        return w.publish()

@@ -25,11 +25,19 @@ def _cfg():
     return EvalConfig(val_max_rows=4, prompts_per_domain=1, max_new_tokens=6, device="cpu")
 
 
+def _models(base_dir, chat_dir, pretrain_shards, sft_shards):
+    """Plain folders (no manifests): lineage by content hash; the base model is scored on the SFT val split too,
+    to show what SFT changed."""
+    return {"base": {"dir": base_dir, "val": {"pretrain": pretrain_shards, "sft": sft_shards}},
+            "chat": {"dir": chat_dir, "val": {"pretrain": pretrain_shards, "sft": sft_shards}}}
+
+
 @pytest.fixture(scope="module")
 def evaluation(tmp_path_factory, base_dir, chat_dir, pretrain_shards, sft_shards):
     out = tmp_path_factory.mktemp("evaluation")
     prompts = eval_prompts(per_domain=2)
-    res = run_evaluation(base_dir, chat_dir, pretrain_shards, sft_shards, prompts, STATS, _cfg(), out, previous=None)
+    res = run_evaluation(_models(base_dir, chat_dir, pretrain_shards, sft_shards), prompts, STATS, _cfg(), out,
+                         previous=None)
     return out, res, prompts
 
 
@@ -98,13 +106,16 @@ def test_report_card_content(evaluation, base_dir):
 def test_regression_check_against_previous(evaluation, base_dir, chat_dir, pretrain_shards, sft_shards, tmp_path):
     out, _, prompts = evaluation
     prev = json.loads((out / "metrics.json").read_text())
-    # the previous base model was 20 % better on wiki: this evaluation regressed
+    # the previous evaluation had another, 20 % better base model (same tokenizer, same val data): a regression
     prev["metrics"]["base"]["pretrain_val"]["domains"]["wiki"]["bits_per_byte"] /= 1.2
-    res = run_evaluation(base_dir, chat_dir, pretrain_shards, sft_shards, prompts[:1], STATS, _cfg(),
+    prev["lineage"]["base"].update(model_version="older", weights_sha256="0" * 64)
+    res = run_evaluation(_models(base_dir, chat_dir, pretrain_shards, sft_shards), prompts[:1], STATS, _cfg(),
                          tmp_path / "again", previous=prev)
     base, chat = res["checks"][CHECK_BASE_BPB], res["checks"][CHECK_CHAT_BPB]
     assert not base["passed"] and base["metadata"]["regressed"] == ["pretrain_val/wiki"]
-    assert chat["passed"]  # identical numbers: no change
+    assert base["metadata"]["baseline"] == "previous" and not base["metadata"]["same_model"]
+    assert chat["passed"] and chat["metadata"]["same_model"]  # the same weights on the same data: identical numbers
+    assert "nothing to regress" in chat["description"] and "moved" not in chat["description"]
     assert all(abs(r["relative_change"]) < 1e-9 for r in chat["metadata"]["domains"].values())
     assert "| base_bpb_no_regression | FAIL |" in (tmp_path / "again" / "report.md").read_text()
 

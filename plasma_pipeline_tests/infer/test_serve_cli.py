@@ -29,17 +29,21 @@ def test_chat_repl_with_piped_stdin(toy_model_dir):
     assert replies == [first, second, first]  # history kept across turns, cleared by /reset
 
 
-def test_generate_base_and_chat(toy_model_dir, capsys):
+def test_generate_chat_by_default_and_base(toy_model_dir, capsys):
     gen = Generator(toy_model_dir, device="cpu")
-    assert main(["generate", "The river", "--model", str(toy_model_dir), "--temperature", "0",
-                 "--max-new-tokens", "10", "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
-    assert out == "The river" + "".join(gen.complete("The river", max_new_tokens=10, temperature=0)) + "\n"
-    assert main(["generate", "Hi", "--chat", "--model", str(toy_model_dir), "--temperature", "0.9", "--seed", "3",
+    # the README's one-shot prompt is a question: by default the chat model answers it as a user turn
+    assert main(["generate", "Hi", "--model", str(toy_model_dir), "--temperature", "0.9", "--seed", "3",
                  "--max-new-tokens", "10", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     want = gen.reply([{"role": "user", "content": "Hi"}], max_new_tokens=10, temperature=0.9, top_p=0.95, seed=3)
     assert out == want + "\n"
+    assert main(["generate", "Hi", "--chat", "--model", str(toy_model_dir), "--temperature", "0.9", "--seed", "3",
+                 "--max-new-tokens", "10", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out == want + "\n"  # --chat still works (it is the default)
+    assert main(["generate", "The river", "--base", "--model", str(toy_model_dir), "--temperature", "0",
+                 "--max-new-tokens", "10", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out == "The river" + "".join(gen.complete("The river", max_new_tokens=10, temperature=0)) + "\n"
 
 
 def test_export_command(toy_model_dir, tmp_path, capsys):
