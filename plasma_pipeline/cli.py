@@ -3,7 +3,9 @@
     plasma materialize --stale [--with-training]   run exactly what is stale or missing, until nothing is
     plasma materialize --all                       everything, training included
     plasma status                                  what is stale or missing, and why
+    plasma runs reap [--dry-run]                   mark runs of killed processes failed, free their pool slots
     plasma demo                                    the whole pipeline on the recipe, then a report and a chat turn
+    plasma gc [--dry-run]                          delete what retention allows: old unpinned versions, leftovers
     plasma dedup INPUT... --out DIR                the dedup library on any Parquet / jsonl input
     plasma chat | generate | export                talk to, prompt, or export a trained model
 """
@@ -42,32 +44,74 @@ def _load(recipe: str | None):
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    from plasma_pipeline.defs.stale import RUN_CONFIG, keys_from_strings, materialize_stale
+    from plasma_pipeline.defs.stale import MaterializationFailed, keys_from_strings, materialize_stale, run_selection
 
     recipe, defs, instance = _load(args.recipe)
-    if args.stale:
-        ran = materialize_stale(instance, defs, include_training=args.with_training)
-        print(f"done: {len(ran)} asset(s) materialized" + (": " + ", ".join(k.to_user_string() for k in ran) if ran else " (nothing was stale)"))
-        return 0
-    job = defs.resolve_implicit_global_asset_job_def()
-    if args.all:
-        keys = None
+    _reap(instance)
+    try:
+        if args.stale:
+            ran = materialize_stale(instance, defs, include_training=args.with_training)
+            print(f"done: {len(ran)} asset(s) materialized"
+                  + (": " + ", ".join(k.to_user_string() for k in ran) if ran else " (nothing was stale)"))
+            return 0
+        job = defs.resolve_implicit_global_asset_job_def()
+        run_selection(job, instance, None if args.all else keys_from_strings(args.select))
+    except MaterializationFailed as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        return 1
+    print("success")
+    return 0
+
+
+def _reap(instance, log=print) -> list[str]:
+    """Before launching: runs left STARTED by a killed process would hold the gpu slot forever (no daemon runs
+    for the CLI to notice); mark them failed and free their slots. See plasma_pipeline/defs/runs.py."""
+    from plasma_pipeline.defs.runs import reap_before_launch
+
+    return reap_before_launch(instance, log=log)
+
+
+def cmd_runs_reap(args: argparse.Namespace) -> int:
+    ensure_dagster_home()
+    import dagster as dg
+
+    from plasma_pipeline.defs.runs import reap_dead_runs
+
+    instance = dg.DagsterInstance.get()
+    acted = reap_dead_runs(instance, dry_run=args.dry_run)
+    if not acted:
+        print("no dead runs: nothing to free")
     else:
-        keys = keys_from_strings(args.select)
-    result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False, run_config=RUN_CONFIG)
-    print("success" if result.success else "FAILED")
-    return 0 if result.success else 1
+        print(f"{len(acted)} run(s) " + ("would be reaped (dry run)" if args.dry_run else "reaped"))
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from plasma_pipeline.defs.stale import stale_keys
 
     _, defs, instance = _load(args.recipe)
+    _reap(instance, log=lambda line: print(line, file=sys.stderr))  # stdout stays the stale list
     todo = stale_keys(instance, defs)
     if not todo:
         print("everything is fresh")
     for key, status in todo:
         print(f"{status.lower():8s} {key.to_user_string()}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from plasma_pipeline.defs.common import store_for
+    from plasma_pipeline.recipe import load_recipe
+    from plasma_pipeline.retention import gc
+
+    if args.recipe:
+        os.environ["PLASMA_RECIPE"] = args.recipe
+    store = store_for(load_recipe(check_paths=False))
+    removed = gc(store, dry_run=args.dry_run)
+    for r in removed:
+        print(("would remove " if args.dry_run else "removed ") + str(r))
+    print(f"{len(removed)} item(s) {'removable' if args.dry_run else 'removed'} under {store.root}"
+          + ("; nothing else is beyond keep_versions or unpinned" if not removed else ""))
     return 0
 
 
@@ -86,6 +130,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from plasma_pipeline.recipe import load_recipe
 
     recipe = load_recipe()  # fail on a bad recipe before Dagster starts
+    import dagster as dg
+
+    _reap(dg.DagsterInstance.get())  # the CLI run below has no daemon to free slots of earlier killed runs
     dagster = Path(sys.executable).parent / "dagster"
     cmd = [str(dagster), "asset", "materialize", "-m", "plasma_pipeline.definitions", "--select", "*",
            "--config-json", DEMO_RUN_CONFIG]
@@ -127,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--with-training", action="store_true", help="with --stale: also retrain stale models")
     m.set_defaults(fn=cmd_materialize)
     sub.add_parser("status", help="list stale and missing assets").set_defaults(fn=cmd_status)
+    g = sub.add_parser("gc", help="delete old unpinned versions and leftovers of killed runs")
+    g.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    g.set_defaults(fn=cmd_gc)
+    runs = sub.add_parser("runs", help="runs in the project's Dagster instance")
+    runs_sub = runs.add_subparsers(dest="runs_cmd", required=True)
+    reap = runs_sub.add_parser("reap", help="mark runs whose processes are dead failed and free their pool slots")
+    reap.add_argument("--dry-run", action="store_true", help="only list what would be reaped")
+    reap.set_defaults(fn=cmd_runs_reap)
     sub.add_parser("demo", help="run all twelve stages, then show the report and one chat exchange").set_defaults(fn=cmd_demo)
     sub.add_parser("dedup", help="dedup Parquet/jsonl files (see `plasma dedup --help`)")
     for name in ("chat", "generate", "export"):

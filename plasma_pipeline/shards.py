@@ -274,6 +274,17 @@ class ShardStore:
         _atomic_write(pins, json.dumps(data, indent=1))
 
 
+def _repair_from(final: Path, fresh: Path, manifest: dict[str, Any]) -> list[str]:
+    repaired = []
+    for entry in manifest["shards"] + manifest.get("files", []):
+        p, q = final / entry["path"], fresh / entry["path"]
+        intact = p.exists() and p.stat().st_size == entry["bytes"] and file_sha256(p) == entry["sha256"]
+        if not intact and q.exists() and file_sha256(q) == entry["sha256"]:
+            os.replace(q, p)
+            repaired.append(entry["path"])
+    return repaired
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     tmp.write_text(text)
@@ -312,6 +323,7 @@ class VersionWriter:
         self.inputs: dict[str, str] = {}
         self.annex: set[str] = set()
         self.reused = False  # set by publish(): the content was already published
+        self.repaired: list[str] = []  # files of that published version restored from this identical copy
         self._buffers: dict[str, list[pa.Table]] = {}
         self._buffered_rows: dict[str, int] = {}
         self._buffered_bytes: dict[str, int] = {}
@@ -421,9 +433,11 @@ class VersionWriter:
             final = versions / version
             if (final / MANIFEST).exists():
                 # Identical content is already published: this publish is a no-op that returns that version.
+                # Files of it that rotted on disk are put back from the fresh copy (same bytes, same manifest).
+                manifest = json.loads((final / MANIFEST).read_text())
+                self.repaired = _repair_from(final, self.tmp, manifest)
                 shutil.rmtree(self.tmp)
                 self.reused = True
-                manifest = json.loads((final / MANIFEST).read_text())
             else:
                 if final.exists():  # a folder without a manifest cannot come from a rename: clear it
                     shutil.rmtree(final)

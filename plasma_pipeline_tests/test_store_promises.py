@@ -193,3 +193,43 @@ def test_leftovers_of_a_killed_writer_are_swept_at_the_next_write_and_listed_by_
             assert live.tmp.exists()
         live.write(_docs("v2"))
         live.publish()
+
+
+def test_plasma_gc_dry_run_lists_and_gc_removes(tiny_recipe):
+    import yaml
+
+    root = tiny_recipe.parent / "store"
+    cfg = yaml.safe_load(tiny_recipe.read_text())
+    store = ShardStore(StoreConfig(keep_versions=1), root=root)
+    old = _publish(store, "x", "1")
+    wide = ShardStore(StoreConfig(keep_versions=5), root=root)  # a wider policy published the second one
+    with wide.writer("x") as w:
+        w.write(_docs("2"))
+        w.publish()
+    assert old.id in store.versions("x")
+    bin_ = os.path.join(os.path.dirname(sys.executable), "plasma")
+    env = {**os.environ, "PLASMA_RECIPE": str(tiny_recipe)}
+    assert cfg["store"]["keep_versions"] >= 1
+    cfg["store"]["keep_versions"] = 1
+    tiny_recipe.write_text(yaml.safe_dump(cfg))
+    dry = subprocess.run([bin_, "gc", "--dry-run"], env=env, capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert f"would remove version  {root / 'x' / 'versions' / old.id}" in dry.stdout
+    assert old.id in store.versions("x")
+    real = subprocess.run([bin_, "gc"], env=env, capture_output=True, text=True, timeout=120)
+    assert real.returncode == 0, real.stderr
+    assert old.id not in store.versions("x") and not (root / "x" / "versions" / old.id).exists()
+
+
+def test_republishing_identical_content_restores_a_rotted_file_of_that_version(tmp_path):
+    store = ShardStore(root=tmp_path)
+    v = _publish(store, "a", "x")
+    shard = v.shards()[0]
+    data = bytearray(shard.read_bytes())
+    data[10] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with store.writer("a") as w:
+        w.write(_docs("x"))
+        again = w.publish()
+    assert again.id == v.id and w.repaired == [shard.name]
+    again.verify()

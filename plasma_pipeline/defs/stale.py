@@ -16,6 +16,46 @@ from dagster._time import get_current_datetime
 
 # Training is never started by a data change alone unless asked for (GPU hours are not "stale cleanup").
 TRAINING_KEYS = {dg.AssetKey("base_model"), dg.AssetKey("chat_model")}
+# A retrained model always has new weights, so what reads models (the next model, the evaluation) runs in the same
+# run, after it, instead of once per round: evaluation runs once per change, on the models of that change.
+MODEL_FOLLOWERS = TRAINING_KEYS | {dg.AssetKey("evaluation")}
+
+
+class MaterializationFailed(RuntimeError):
+    """A step failed, or an ERROR-severity asset check did not pass; the message names them."""
+
+
+def run_selection(job, instance: dg.DagsterInstance, keys, run_config=None):
+    """Execute `keys` in one run; raise MaterializationFailed naming failed steps and failed checks."""
+    result = job.execute_in_process(
+        instance=instance, asset_selection=keys, raise_on_error=False, run_config=run_config or RUN_CONFIG
+    )
+    problems = []
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.is_step_failure]
+        problems.append(f"steps failed: {', '.join(failed) or 'unknown'}")
+    bad_checks = [
+        f"{c.asset_key.to_user_string()}:{c.check_name}"
+        for c in result.get_asset_check_evaluations()
+        if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    if bad_checks:
+        problems.append(f"checks failed: {', '.join(bad_checks)}")
+    if problems:
+        raise MaterializationFailed("; ".join(problems) + " (run " + result.run_id + "; see its log)")
+    return result
+
+
+def _with_model_followers(graph: AssetGraph, keys: list[dg.AssetKey], include_training: bool) -> list[dg.AssetKey]:
+    out = list(keys)
+    frontier = [k for k in keys if k in TRAINING_KEYS]
+    while frontier:
+        k = frontier.pop()
+        for child in graph.get(k).child_keys:
+            if child in MODEL_FOLLOWERS and child not in out and (include_training or child not in TRAINING_KEYS):
+                out.append(child)
+                frontier.append(child)
+    return out
 
 # Step-level INFO (progress, counters, trainer metrics) without Dagster's per-event DEBUG lines.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -58,13 +98,11 @@ def materialize_stale(
                     + ", ".join(k.to_user_string() for k in skipped))
             return ran
         keys = [k for k, _ in todo]
-        log("materializing " + ", ".join(f"{k.to_user_string()} ({s.lower()})" for k, s in todo))
-        result = job.execute_in_process(
-            instance=instance, asset_selection=keys, raise_on_error=False, run_config=RUN_CONFIG
-        )
-        if not result.success:
-            failed = [e.step_key for e in result.all_events if e.is_step_failure]
-            raise RuntimeError(f"materialization failed in steps: {', '.join(failed) or 'unknown'}; see the run log")
+        why = dict(todo)
+        keys = _with_model_followers(defs.resolve_asset_graph(), keys, include_training)
+        log("materializing " + ", ".join(
+            f"{k.to_user_string()} ({why[k].lower() if k in why else 'follows a retrained model'})" for k in keys))
+        run_selection(job, instance, keys)
         ran += keys
     raise RuntimeError(f"still stale after {max_rounds} rounds; this is a bug (a cycle of changing data versions?)")
 

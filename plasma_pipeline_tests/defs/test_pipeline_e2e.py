@@ -31,6 +31,10 @@ ALL_STAGE_KEYS = {
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, offline_sources):
     project = project_instance(tmp_path_factory.mktemp("e2e"))
+    # The tightest retention: every version that survives does so because something pins it.
+    raw = yaml.safe_load(project["recipe"].read_text())
+    raw["store"]["keep_versions"] = 1
+    project["recipe"].write_text(yaml.safe_dump(raw))
     proc = subprocess.run(
         [str(BIN / "dagster"), "asset", "materialize", "-m", "plasma_pipeline.definitions", "--select", "*"],
         env=project["env"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
@@ -177,3 +181,80 @@ def test_interrupting_a_training_run_keeps_its_checkpoint_and_the_next_launch_re
     assert again.returncode == 0, again.stderr[-4000:]
     assert "resuming from" in again.stderr, again.stderr[-4000:]
     assert (work / "final" / "model.safetensors").exists()
+
+    # The same inputs trained without interruption publish the very same version id.
+    resumed = (pipeline["store"] / "base_model" / "CURRENT").read_text().strip()
+    import shutil
+
+    shutil.rmtree(work)
+    fresh = subprocess.run(cmd, env=pipeline["env"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert fresh.returncode == 0, fresh.stderr[-4000:]
+    assert "resuming from" not in fresh.stderr
+    assert (pipeline["store"] / "base_model" / "CURRENT").read_text().strip() == resumed
+
+
+def _current(pipeline, asset: str) -> str:
+    return (pipeline["store"] / asset / "CURRENT").read_text().strip()
+
+
+def _manifest(pipeline, asset: str, version: str) -> dict:
+    return json.loads((pipeline["store"] / asset / "versions" / version / "manifest.json").read_text())
+
+
+def test_republishing_pretrain_shards_while_base_model_trains_keeps_the_data_it_reads(pipeline):
+    """keep_versions 1: a new pretrain_shards version is published mid-training; the one being read survives."""
+    import time
+
+    from plasma_pipeline.train.checkpoint import list_checkpoints
+
+    original = pipeline["recipe"].read_text()
+    try:
+        raw = yaml.safe_load(original)
+        raw["pretrain"].update(steps=300, save_every=10, log_every=50, seed=7)
+        pipeline["recipe"].write_text(yaml.safe_dump(raw))
+        reading = _current(pipeline, "pretrain_shards")
+        work_root = pipeline["store"] / "base_model" / "work"
+        before = set(work_root.iterdir())
+        cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "plasma_pipeline.definitions", "--select", "base_model"]
+        train = subprocess.Popen(cmd, env=pipeline["env"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and train.poll() is None:
+            new = [d for d in work_root.iterdir() if d not in before]
+            if new and list_checkpoints(new[0]):
+                break
+            time.sleep(0.2)
+        assert train.poll() is None, "training ended before the republish: " + train.communicate()[1][-3000:]
+        raw["mix"]["weights"]["code"] = raw["mix"]["weights"]["code"] * 2  # different shards
+        pipeline["recipe"].write_text(yaml.safe_dump(raw))
+        pub = subprocess.run([str(BIN / "plasma"), "materialize", "--select", "pretrain_shards"], env=pipeline["env"],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        assert pub.returncode == 0, pub.stderr[-4000:]
+        assert _current(pipeline, "pretrain_shards") != reading
+        assert (pipeline["store"] / "pretrain_shards" / "versions" / reading / "manifest.json").exists()
+        out, err = train.communicate(timeout=600)
+        assert train.returncode == 0, err[-4000:]
+        model = _current(pipeline, "base_model")
+        assert _manifest(pipeline, "base_model", model)["inputs"]["pretrain_shards"] == reading
+        # The model's current version still pins what it was trained on.
+        assert (pipeline["store"] / "pretrain_shards" / "versions" / reading).exists()
+    finally:
+        pipeline["recipe"].write_text(original)
+
+
+def test_rematerializing_base_model_keeps_the_version_chat_model_was_trained_from(pipeline):
+    original = pipeline["recipe"].read_text()
+    try:
+        chat = _current(pipeline, "chat_model")
+        trained_from = _manifest(pipeline, "chat_model", chat)["inputs"]["base_model"]
+        raw = yaml.safe_load(original)
+        raw["pretrain"].update(steps=5, seed=11)  # different weights
+        pipeline["recipe"].write_text(yaml.safe_dump(raw))
+        proc = subprocess.run([str(BIN / "plasma"), "materialize", "--select", "pretrain_shards", "base_model"],
+                              env=pipeline["env"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert _current(pipeline, "base_model") != trained_from
+        kept = pipeline["store"] / "base_model" / "versions" / trained_from
+        assert (kept / "manifest.json").exists() and (kept / "model.safetensors").exists()
+    finally:
+        pipeline["recipe"].write_text(original)
