@@ -89,8 +89,9 @@ class HFSourceConfig(_Common):
     name: str | None = None
     # Split to stream.
     split: str = "train"
-    # Data files for load_dataset (local paths/globs for the json/parquet builders, or Hub-relative patterns).
-    data_files: list[str] | None = None
+    # Data files for load_dataset (local paths/globs for the json/parquet builders, or Hub-relative patterns);
+    # a single string is taken as a one-entry list.
+    data_files: list[str] | str | None = None
     # Dataset revision (git tag / commit) to pin; null = the default branch.
     revision: str | None = None
     # Record field holding the document text.
@@ -129,7 +130,8 @@ class LocalSourceConfig(_Common):
     # Collector kind.
     kind: str = "local"
     # Globs of input files; relative globs are taken from the repository root. Matches are read in sorted order.
-    paths: list[str] = field(default_factory=list)
+    # A single string is taken as a one-entry list.
+    paths: list[str] | str = field(default_factory=list)
     # File format; auto picks by extension (.jsonl/.json[.gz], .parquet, .txt[.gz], .html/.htm).
     format: str = "auto"
     # jsonl/parquet field holding the document text.

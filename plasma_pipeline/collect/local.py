@@ -1,7 +1,8 @@
 """Local files: jsonl (optionally .gz), parquet, txt and html matched by globs, streamed file by file.
 
-Bad input is never lost silently: non-UTF-8 bytes follow `on_non_utf8` (counted), a line that is not JSON or a
-corrupt Parquet file raises ValueError naming the file (and line), and a glob matching nothing raises ValueError.
+Bad input is never lost silently: non-UTF-8 bytes follow `on_non_utf8` (counted), a line that is not JSON (or is
+nested too deep to parse) raises ValueError naming `file:line`, a corrupt Parquet file raises ValueError naming
+the file, and a glob matching nothing raises ValueError.
 HTML stays raw in `text` with meta {"format": "html"}; the clean stage extracts it.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import glob
 import gzip
 import json
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,9 @@ import pyarrow.parquet as pq
 
 from plasma_pipeline.collect.config import LocalSourceConfig
 from plasma_pipeline.collect.documents import REPO_ROOT, RawDoc, decode_utf8, display_path
+
+# Meta values (copied from records into meta JSON) nested deeper than this are an error, not a RecursionError later.
+MAX_META_DEPTH = 64
 
 _EXTENSIONS = {
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
@@ -88,8 +93,23 @@ def _from_record(rec: dict[str, Any], cfg: LocalSourceConfig, where: str, locato
     if cfg.url_field is not None and rec.get(cfg.url_field) is not None:
         url = str(rec[cfg.url_field])
     for name in cfg.meta_fields:
-        meta[name] = rec.get(name)
+        value = rec.get(name)
+        if isinstance(value, (dict, list)) and _too_deep(value, MAX_META_DEPTH):
+            raise ValueError(f"{where}: meta field {name!r} is nested too deep (more than {MAX_META_DEPTH} levels)")
+        meta[name] = value
     return RawDoc(locator, text, url, meta)
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether a JSON-like value nests more than `limit` containers deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = v.values() if isinstance(v, dict) else v
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def _jsonl(path: Path, cfg: LocalSourceConfig, stats: Counter) -> Iterator[RawDoc]:
@@ -100,14 +120,19 @@ def _jsonl(path: Path, cfg: LocalSourceConfig, stats: Counter) -> Iterator[RawDo
             for lineno, raw in enumerate(fh, 1):
                 if not raw.strip():
                     continue
-                where = f"{disp}: line {lineno}"
+                where = f"{disp}:{lineno}"
                 line = decode_utf8(raw, where, cfg.on_non_utf8, stats)
                 if line is None:
                     continue
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
+                    reason = e.msg.removesuffix(" at")  # "Invalid control character at"
+                    raise ValueError(f"{where}: not valid JSON ({reason} at column {e.colno})") from e
+                except RecursionError:
+                    # json's C scanner recurses per nesting level; a pathological line must not be a bare crash.
+                    raise ValueError(f"{where}: JSON nested too deep to parse "
+                                     f"(beyond Python's recursion limit of {sys.getrecursionlimit()})") from None
                 if not isinstance(rec, dict):
                     raise ValueError(f"{where}: expected a JSON object per line, got {type(rec).__name__}")
                 meta = {"format": cfg.doc_format or "text", "file": disp, "line": lineno}
@@ -165,7 +190,7 @@ def _txt(path: Path, cfg: LocalSourceConfig, stats: Counter, fmt: str) -> Iterat
                 for lineno, raw in enumerate(fh, 1):
                     if not raw.strip():
                         continue
-                    line = decode_utf8(raw, f"{disp}: line {lineno}", cfg.on_non_utf8, stats)
+                    line = decode_utf8(raw, f"{disp}:{lineno}", cfg.on_non_utf8, stats)
                     if line is not None:
                         meta = {"format": cfg.doc_format or "text", "file": disp, "line": lineno}
                         yield RawDoc(f"{disp}#L{lineno}", line.rstrip("\r\n"), url, meta)

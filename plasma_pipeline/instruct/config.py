@@ -53,8 +53,8 @@ class MessagesDatasetConfig:
     config: str | None = None
     # Split to read.
     split: str = "train"
-    # Files (paths / globs) for the json / parquet builders; required for kind local.
-    data_files: list[str] | None = None
+    # Files (paths / globs) for the json / parquet builders; required for kind local. A string is one file.
+    data_files: list[str] | str | None = None
     # Record field holding the list of messages.
     messages_field: str = "messages"
     # Read at most this many records (null = all).

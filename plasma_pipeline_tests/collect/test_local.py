@@ -118,13 +118,13 @@ def test_non_utf8_jsonl_line_is_counted_per_line(tmp_path):
 
 def test_corrupt_jsonl_line_names_file_and_line(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n{"text": "thr\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad\.jsonl: line 3: not valid JSON"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3: not valid JSON \(Invalid control character at column 14\)"):
         collect("b", {"kind": "local", "paths": [str(tmp_path / "bad.jsonl")]})
     (tmp_path / "arr.jsonl").write_text('["not", "an", "object"]\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"arr\.jsonl: line 1: expected a JSON object"):
+    with pytest.raises(ValueError, match=r"arr\.jsonl:1: expected a JSON object"):
         collect("b", {"kind": "local", "paths": [str(tmp_path / "arr.jsonl")]})
     (tmp_path / "num.jsonl").write_text('{"text": 12}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"num\.jsonl: line 1: field 'text' is int"):
+    with pytest.raises(ValueError, match=r"num\.jsonl:1: field 'text' is int"):
         collect("b", {"kind": "local", "paths": [str(tmp_path / "num.jsonl")]})
 
 
@@ -163,3 +163,33 @@ def test_doc_format_marks_meta_for_the_clean_stage(sources):
     assert json.loads(rows(collect("x", spec)[0])[0]["meta"])["format"] == "code"
     with pytest.raises(ValueError, match="^doc_format:"):
         build_source_config({**spec, "doc_format": "pdf"})
+
+
+def test_pathologically_nested_line_is_a_file_line_error(tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.jsonl").write_text(f'{{"text": "fine"}}\n{{"text": "x", "a": {deep}}}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"deep\.jsonl:2: JSON nested too deep to parse") as e:
+        collect("d", {"kind": "local", "paths": [str(tmp_path / "deep.jsonl")]})
+    assert not isinstance(e.value, RecursionError) and e.value.__cause__ is None
+    with gzip.open(tmp_path / "deep2.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write('{"text": "one"}\n\n' + '{"a":' * 100_000 + "1" + "}" * 100_000 + "\n")
+    with pytest.raises(ValueError, match=r"deep2\.jsonl\.gz:3: JSON nested too deep"):
+        collect("d", {"kind": "local", "paths": [str(tmp_path / "deep2.jsonl.gz")]})
+
+
+def test_deep_meta_field_is_an_error_naming_file_line_and_field(tmp_path):
+    nested = "[" * 200 + "]" * 200  # parses, but would overflow later when meta is written as JSON
+    (tmp_path / "m.jsonl").write_text(f'{{"text": "ok", "tags": {nested}}}\n', encoding="utf-8")
+    spec = {"kind": "local", "paths": [str(tmp_path / "m.jsonl")], "meta_fields": ["tags"]}
+    with pytest.raises(ValueError, match=r"m\.jsonl:1: meta field 'tags' is nested too deep"):
+        collect("m", spec)
+    (tmp_path / "m.jsonl").write_text('{"text": "ok", "tags": [["a"], {"b": [1]}]}\n', encoding="utf-8")
+    (doc,) = rows(collect("m", spec)[0])
+    assert json.loads(doc["meta"])["tags"] == [["a"], {"b": [1]}]
+
+
+def test_invalid_json_line_names_file_and_line_number(tmp_path):
+    lines = ['{"text": "a"}', '{"text": "b"}', "", '{"text": "c",}', '{"text": "d"}']
+    (tmp_path / "x.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"x\.jsonl:4: not valid JSON \(Expecting property name.* at column 14\)"):
+        collect("x", {"kind": "local", "paths": [str(tmp_path / "x.jsonl")]})
