@@ -21,11 +21,9 @@ manifest is never rewritten. Retention (plasma_pipeline.retention) never deletes
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import time
@@ -356,6 +354,28 @@ class VersionWriter:
             ):
                 self._flush(split)
 
+    def add_file(self, path: Path, split: str = "", sha256: str | None = None) -> None:
+        """Take a Parquet shard a worker already wrote (compressed, fsynced, hashed) into this version, after the
+        shards written so far in `split`; the parent never re-reads or re-compresses it."""
+        for s in list(self._buffers):
+            self._flush(s)
+        schema = pq.read_schema(path)
+        prev = self._schema.setdefault(split, schema)
+        if not prev.equals(schema, check_metadata=False):
+            raise ValueError(f"{self.asset}: schema of {path} differs within split {split!r}:\n{prev}\nvs\n{schema}")
+        n = self._shard_counts.get(split, 0)
+        self._shard_counts[split] = n + 1
+        rel = Path(split) / f"part-{n:05d}.parquet" if split else Path(f"part-{n:05d}.parquet")
+        out = self.tmp / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:  # a hard link: the source (a resumable cache entry) stays valid if this run is killed before publish
+            os.link(path, out)
+        except OSError:
+            shutil.copyfile(path, out)
+        rows = pq.ParquetFile(out).metadata.num_rows
+        self._shards.append({"path": str(rel), "split": split, "rows": rows, "bytes": out.stat().st_size,
+                             "sha256": sha256 or file_sha256(out)})
+
     def writer_for(self, split: str) -> Callable[[pa.Table], None]:
         return lambda t: self.write(t, split)
 
@@ -488,27 +508,9 @@ def map_shards(
 ) -> Iterator[tuple[Path, pa.Table, Counter]]:
     """Apply `fn(table, *args, stats)` to each shard in a process pool, yielding results in input order.
 
-    At most 2 × processes shards are in flight, so memory stays bounded by shard size, not corpus size.
-    """
-    paths = list(paths)
-    if processes <= 1 or len(paths) <= 1:
-        for p in paths:
-            out, stats = _run_on_shard(fn, str(p), args)
-            yield p, out, stats
-        return
-    # spawn, not fork: the caller (a Dagster run) has threads, and forking a threaded process can deadlock.
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as pool:
-        pending: list[tuple[Path, cf.Future]] = []
-        it = iter(paths)
-        for p in it:
-            pending.append((p, pool.submit(_run_on_shard, fn, str(p), args)))
-            if len(pending) >= 2 * processes:
-                break
-        while pending:
-            p, fut = pending.pop(0)
-            out, stats = fut.result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(_run_on_shard, fn, str(nxt), args)))
-            yield p, out, stats
+    At most 2 × processes shards are in flight, so memory stays bounded by shard size, not corpus size. Stages
+    that should resume after a kill use `plasma_pipeline.shard_work.resumable_map` instead."""
+    from plasma_pipeline.shard_work import ordered_pool
+
+    for (_, path, _), (out, stats) in ordered_pool(_run_on_shard, [(fn, str(p), args) for p in paths], processes):
+        yield Path(path), out, stats

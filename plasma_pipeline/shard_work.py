@@ -1,0 +1,140 @@
+"""Per-shard stage work that resumes: each input shard's result is written, compressed and hashed by the worker
+that computed it, and kept under the asset's shard cache until the version that uses it is published.
+
+The cache key of one result is (stage code version, function, the input shard's sha256 from its manifest), so a
+run killed at 80% and restarted recomputes only the missing shards, and because every result file is written by
+the same deterministic code, the published version is byte-identical to an uninterrupted run's. A result is
+complete when its `.json` sidecar exists (written last, atomically); a half-written `.parquet` without one is
+ignored and overwritten.
+
+Layout: `<asset>/work/shard-cache/<key>.parquet` + `<key>.json` ({rows, bytes, sha256, stats}).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CACHE_DIR = "shard-cache"
+
+
+def ordered_pool(func: Callable, items: Iterable[tuple], processes: int) -> Iterator[tuple[tuple, Any]]:
+    """`func(*item)` for each item in a spawn process pool, results yielded in input order, at most
+    2 × processes in flight so memory follows shard size, not corpus size. processes <= 1 runs inline."""
+    items = list(items)
+    if processes <= 1 or len(items) <= 1:
+        for item in items:
+            yield item, func(*item)
+        return
+    # spawn, not fork: the caller (a Dagster run) has threads, and forking a threaded process can deadlock.
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as pool:
+        pending: list[tuple[tuple, cf.Future]] = []
+        it = iter(items)
+        for item in it:
+            pending.append((item, pool.submit(func, *item)))
+            if len(pending) >= 2 * processes:
+                break
+        while pending:
+            item, fut = pending.pop(0)
+            result = fut.result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(func, *nxt)))
+            yield item, result
+
+
+@dataclass
+class ShardResult:
+    """One input shard's output file (None when every row was dropped) and its counters."""
+
+    input: Path
+    file: Path | None
+    rows: int
+    sha256: str
+    stats: Counter
+    reused: bool
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _compute_and_write(fn: Callable, in_path: str, args: tuple, out_base: str, row_group_rows: int) -> dict:
+    from plasma_pipeline.shards import read_shard
+
+    stats: Counter = Counter()
+    table = fn(read_shard(Path(in_path)), *args, stats)
+    out = Path(out_base + ".parquet")
+    info: dict[str, Any] = {"rows": table.num_rows, "stats": dict(stats), "sha256": "", "bytes": 0}
+    if table.num_rows:
+        tmp = out.with_name(f".{out.name}.{os.getpid()}")
+        pq.write_table(table.combine_chunks(), tmp, compression="zstd", row_group_size=row_group_rows)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+        info["sha256"], info["bytes"] = _sha256(out), out.stat().st_size
+    side = Path(out_base + ".json")
+    tmp = side.with_name(f".{side.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, side)  # written last: the result is complete
+    return info
+
+
+def cache_key(code_version: str, fn: Callable, input_sha256: str, args_key: str = "") -> str:
+    blob = f"{code_version}\n{fn.__module__}.{fn.__qualname__}\n{input_sha256}\n{args_key}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def resumable_map(
+    cache: Path,
+    fn: Callable[..., pa.Table],
+    inputs: list[tuple[Path, str]],
+    args: tuple,
+    code_version: str,
+    processes: int = 1,
+    row_group_rows: int = 5_000,
+    args_key: str = "",
+    log: Callable[[str], None] | None = None,
+) -> Iterator[ShardResult]:
+    """Apply `fn(table, *args, stats)` to each (shard path, shard sha256), reusing results cached by an earlier
+    (killed) run with the same code version, function and arguments; yields results in input order.
+
+    `args_key` must change whenever `args` would change the output without changing `code_version` (e.g. the
+    versions of classifier models passed by path)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    keys = [cache_key(code_version, fn, sha, args_key) for _, sha in inputs]
+    done = {k for k in keys if (cache / f"{k}.json").exists()}
+    if log:
+        log(f"reused {len(done)} of {len(inputs)} shards from an earlier run" if done
+            else f"processing {len(inputs)} shards")
+    todo = [(fn, str(p), args, str(cache / k), row_group_rows) for (p, _), k in zip(inputs, keys) if k not in done]
+    computed = ordered_pool(_compute_and_write, todo, processes)
+    for (path, _), key in zip(inputs, keys):
+        reused = key in done
+        if not reused:
+            next(computed)  # in input order: this is the result for `key`
+        info = json.loads((cache / f"{key}.json").read_text())
+        out = cache / f"{key}.parquet"
+        yield ShardResult(path, out if info["rows"] else None, info["rows"], info["sha256"],
+                          Counter(info["stats"]), reused)
+
+
+def clear_cache(cache: Path) -> None:
+    shutil.rmtree(cache, ignore_errors=True)
