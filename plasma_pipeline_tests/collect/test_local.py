@@ -106,7 +106,7 @@ def test_non_utf8_is_repaired_dropped_or_an_error(tmp_path):
     assert rows(docs)[0]["text"] == "Un caf\ufffd \ufffd Paris, d\ufffdj\ufffd vu."
     _, stats = collect("t", {"kind": "local", "paths": [glob], "on_non_utf8": "drop"})
     assert stats["dropped/non_utf8"] == 1 and stats["kept"] == 1
-    with pytest.raises(ValueError, match=r"latin1\.txt: not valid UTF-8 \(byte 6"):
+    with pytest.raises(ValueError, match=r"latin1\.txt:1: not valid UTF-8 \(byte 6"):
         collect("t", {"kind": "local", "paths": [glob], "on_non_utf8": "error"})
 
 
