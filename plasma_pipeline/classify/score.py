@@ -4,8 +4,10 @@ Columns added (SCORED_SCHEMA):
 * `quality`  = P(__label__hq) from the quality model on the document's first `max_chars` characters.
 * `toxicity` = max(P(__label__toxic) from the toxicity model, word-list signal), where the word-list signal is
   1 - 0.5 ** hits (0 hits -> 0, 1 -> 0.5, 2 -> 0.75, 3 -> 0.875, ...) and `hits` counts label-term occurrences
-  in the whole text. The model sees a whole document while it was trained on sentences; the word-list signal
-  keeps a few explicit terms in a long document from being averaged away.
+  in the whole text, with the terms of the document's own language (its `lang` column; see wordlist.py). A
+  document whose language has no list gets no word-list signal and is counted as `wordlist_unavailable/<lang>`.
+  The model sees a whole document while it was trained on sentences; the word-list signal keeps a few explicit
+  terms in a long document from being averaged away.
 
 Each dropped document is counted under exactly one reason, checked in this order: `dropped/wordlist`
 (hits > wordlist_max_hits), `dropped/toxic` (toxicity > max_toxicity), `dropped/low_quality`
@@ -22,13 +24,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from plasma_pipeline.classify.fasttext_model import load_model, predict_proba, read_classifier_info
+from plasma_pipeline.classify.fasttext_model import CLASSIFIER_INFO, load_model, predict_proba, read_classifier_info
 from plasma_pipeline.classify.quality import QUALITY_POSITIVE
 from plasma_pipeline.classify.toxicity import TOXIC
-from plasma_pipeline.classify.wordlist import Wordlist
+from plasma_pipeline.classify.wordlist import LanguageWordlists, Wordlist
 from plasma_pipeline.schema import SCORED_SCHEMA
 
 _WORDLIST_CACHE: dict[tuple[str, int, int], Wordlist] = {}
+_LANG_WORDLISTS_CACHE: dict[tuple[str, int, int], dict[str, Wordlist]] = {}
 
 
 @dataclass
@@ -62,25 +65,61 @@ def load_wordlist(path: str | Path) -> Wordlist:
     return _WORDLIST_CACHE[key]
 
 
+def load_lang_wordlists(toxicity_dir: str | Path) -> LanguageWordlists | None:
+    """The toxicity asset's word lists by language: wordlist.txt for English, classifier.json's
+    `wordlist_terms_by_lang` for the others (an asset without it: English only); loaded once per process."""
+    info = read_classifier_info(toxicity_dir)
+    if not info.get("wordlist_file"):
+        return None
+    by_lang = {"en": load_wordlist(Path(toxicity_dir) / info["wordlist_file"])}
+    p = (Path(toxicity_dir) / CLASSIFIER_INFO).resolve()
+    if p.exists():
+        st = p.stat()
+        key = (str(p), st.st_mtime_ns, st.st_size)
+        if key not in _LANG_WORDLISTS_CACHE:
+            _LANG_WORDLISTS_CACHE[key] = {lang: Wordlist.from_terms(terms)
+                                          for lang, terms in (info.get("wordlist_terms_by_lang") or {}).items()}
+        by_lang.update(_LANG_WORDLISTS_CACHE[key])
+    return LanguageWordlists(by_lang)
+
+
+def wordlist_hits(texts: list, langs: list, wordlists: LanguageWordlists, stats: Counter) -> np.ndarray:
+    """Label-term hits of each text with its own language's list; 0 (and `wordlist_unavailable/<lang>`) when the
+    language has none."""
+    hits = np.zeros(len(texts), dtype=np.int64)
+    for i, (text, lang) in enumerate(zip(texts, langs)):
+        wl = wordlists.for_lang(lang)
+        if wl is None:
+            stats[f"wordlist_unavailable/{lang}"] += 1
+        else:
+            hits[i] = wl.count(text or "")
+    return hits
+
+
 def wordlist_signal(hits: np.ndarray) -> np.ndarray:
     return 1.0 - np.power(0.5, hits.astype(np.float64))
 
 
 def score_table(table: pa.Table, quality_model_path: str | Path, toxicity_model_path: str | Path,
-                wordlist: Wordlist | str | Path | None, cfg: ScoreConfig, stats: Counter) -> pa.Table:
-    """Score a CLEAN_SCHEMA table and return the kept rows as SCORED_SCHEMA."""
+                wordlist: LanguageWordlists | Wordlist | str | Path | None, cfg: ScoreConfig,
+                stats: Counter) -> pa.Table:
+    """Score a CLEAN_SCHEMA table and return the kept rows as SCORED_SCHEMA.
+
+    `wordlist`: the lists by language, or one list (a `Wordlist` or a file), which is the English one."""
     n = table.num_rows
     stats["scored"] += n
     texts = table.column("text").to_pylist()
     quality = predict_proba(load_model(quality_model_path), texts, QUALITY_POSITIVE, cfg.max_chars)
     tox_model = predict_proba(load_model(toxicity_model_path), texts, TOXIC, cfg.max_chars)
     if wordlist is None:
-        wl = Wordlist(frozenset())
-    elif isinstance(wordlist, Wordlist):
-        wl = wordlist
+        hits = np.zeros(n, dtype=np.int64)
     else:
-        wl = load_wordlist(wordlist)
-    hits = np.array([wl.count(t or "") for t in texts], dtype=np.int64)
+        if isinstance(wordlist, LanguageWordlists):
+            wls = wordlist
+        else:
+            wls = LanguageWordlists.english(wordlist if isinstance(wordlist, Wordlist) else load_wordlist(wordlist))
+        langs = table.column("lang").to_pylist() if "lang" in table.column_names else [None] * n
+        hits = wordlist_hits(texts, langs, wls, stats)
     toxicity = np.maximum(tox_model, wordlist_signal(hits))
     stats["wordlist_hits"] += int(hits.sum())
     stats["docs_with_wordlist_hit"] += int((hits > 0).sum())
@@ -112,6 +151,5 @@ def score_shard(table: pa.Table, quality_dir: str | Path, toxicity_dir: str | Pa
     """`score_table` given the two classifier asset folders (model files named by their classifier.json)."""
     q = read_classifier_info(quality_dir)
     t = read_classifier_info(toxicity_dir)
-    wordlist = Path(toxicity_dir) / t["wordlist_file"] if t.get("wordlist_file") else None
-    return score_table(table, Path(quality_dir) / q["model_file"], Path(toxicity_dir) / t["model_file"], wordlist,
-                       cfg, stats)
+    return score_table(table, Path(quality_dir) / q["model_file"], Path(toxicity_dir) / t["model_file"],
+                       load_lang_wordlists(toxicity_dir), cfg, stats)

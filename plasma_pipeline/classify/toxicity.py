@@ -6,7 +6,15 @@ and that is stated in the metadata (`label_construction`, `circularity`):
 * Label terms: the terms found in every configured list (`label_terms_rule: intersection`; default lists:
   better-profanity's 916 entries and LDNOOBW's 403 English terms, 159 shared), minus `label_term_exclude`
   (clinical or ambiguous words such as "sex", "penis", "rape", "tit" that are common in encyclopedic text).
-  These are also the terms `score_table` counts (written to `out_dir/wordlist.txt`).
+  These are also the terms `score_table` counts in English documents (written to `out_dir/wordlist.txt`).
+* Other languages: `score_table` matches a document only against its own language's list (see wordlist.py). Those
+  lists are LDNOOBW's per-language files in `lang_wordlists_dir` (one list per language, so there is no second
+  list to intersect with) minus `label_term_exclude`; they are stored in classifier.json (`wordlist_terms_by_lang`)
+  and do not change the labels or the model, which stay English. On the fetched wiki summaries the French list
+  hits 9 of 9,955 and the Spanish one 75 of 6,239, mostly encyclopedic words ("nazi", "sexo", "asesinato"; 1 summary
+  over wordlist_max_hits), against 27 of 10,033 English summaries for the English label terms: without a second
+  list to intersect with, these lists are noisier. Add such words to label_term_exclude, or set
+  `lang_wordlists_dir: null` so that only English documents get a list.
 * Toxic: every sentence with a label term, from the offensive corpus (npm nlp-corpus: rap lyrics, Reddit
   arguments, jokes, SMS, reviews...) or from a clean source.
 * Clean: sentences from `clean_sources` with no label term, plus nlp-corpus sentences with no label term (hard
@@ -52,12 +60,13 @@ from plasma_pipeline.classify.fasttext_model import (
     write_classifier_info,
 )
 from plasma_pipeline.classify.quality import SWEEP, check_fasttext_fields
-from plasma_pipeline.classify.wordlist import Wordlist, read_terms, tokens
+from plasma_pipeline.classify.wordlist import LanguageWordlists, Wordlist, naughty_words_files, read_terms, tokens
 
 TOXIC, CLEAN = "toxic", "clean"
 
 DEFAULT_WORDLISTS = ["better_profanity", "data/sources/npm/naughty-words/package/en.json"]
 DEFAULT_OFFENSIVE_GLOB = "data/sources/npm/nlp-corpus/package/builds/doc-*.json"
+DEFAULT_LANG_WORDLISTS_DIR = "data/sources/npm/naughty-words/package"  # LDNOOBW: <code>.json per language
 # Shared by both default lists but clinical, historical or ambiguous ("tit" is a bird, "snatch" a verb, "negro" a
 # river and a period term, "xx" a chromosome pair); these would label encyclopedic sentences toxic.
 DEFAULT_LABEL_TERM_EXCLUDE = [
@@ -77,6 +86,8 @@ class ToxicityClassifierConfig:
     wordlists: list[str] = field(default_factory=lambda: list(DEFAULT_WORDLISTS))  # files, or "better_profanity"
     label_terms_rule: str = "intersection"  # label terms: in every list ("intersection") or in any ("union")
     label_term_exclude: list[str] = field(default_factory=lambda: list(DEFAULT_LABEL_TERM_EXCLUDE))  # never label terms
+    # folder of per-language lists (<code>.json) for non-English documents; null = only English documents get a list
+    lang_wordlists_dir: str | None = DEFAULT_LANG_WORDLISTS_DIR
     max_sentences_per_class: int = 4000  # per class, a seeded order-independent sample of this many sentences
     curated_clean_share: float = 0.5  # share of the clean class taken from clean_sources (rest: nlp-corpus)
     balance_classes: bool = True  # repeat training sentences of the smaller class so both classes weigh the same
@@ -101,6 +112,9 @@ class ToxicityClassifierConfig:
                 raise ValueError(f"{name}: expected a list of strings, got {v!r}")
         if not self.wordlists:
             raise ValueError("wordlists: at least one word list is required")
+        if self.lang_wordlists_dir is not None and (not isinstance(self.lang_wordlists_dir, str)
+                                                    or not self.lang_wordlists_dir):
+            raise ValueError(f"lang_wordlists_dir: expected a folder path or null, got {self.lang_wordlists_dir!r}")
         if self.label_terms_rule not in ("intersection", "union"):
             raise ValueError(f"label_terms_rule: must be 'intersection' or 'union', got {self.label_terms_rule!r}")
         if not 0.0 <= self.curated_clean_share <= 1.0:
@@ -135,6 +149,21 @@ def build_wordlists(cfg: ToxicityClassifierConfig) -> tuple[Wordlist, Wordlist, 
     return label, Wordlist(union), info
 
 
+def build_lang_wordlists(cfg: ToxicityClassifierConfig) -> tuple[dict[str, Wordlist], dict[str, int]]:
+    """({language: terms} for the non-English languages of `lang_wordlists_dir`, {language: term count}); each
+    list is that language's file minus `label_term_exclude`. Empty when `lang_wordlists_dir` is null."""
+    if cfg.lang_wordlists_dir is None:
+        return {}, {}
+    try:
+        files = naughty_words_files(cfg.lang_wordlists_dir)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"lang_wordlists_dir: {e}") from None
+    exclude = Wordlist.from_terms(cfg.label_term_exclude).terms
+    lists = LanguageWordlists({lang: Wordlist(Wordlist.load(path).terms - exclude)
+                               for lang, path in files.items() if lang != "en"})
+    return lists.by_lang, {lang: len(wl) for lang, wl in lists.by_lang.items()}
+
+
 def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
 
@@ -165,6 +194,7 @@ def train_toxicity_classifier(clean_text: Iterable[pa.Table], cfg: ToxicityClass
     out_dir.mkdir(parents=True, exist_ok=True)
     label_wl, union_wl, wl_info = build_wordlists(cfg)
     label_wl.save(out_dir / "wordlist.txt")
+    lang_wls, wl_info["by_lang"] = build_lang_wordlists(cfg)
 
     n = cfg.max_sentences_per_class
     n_curated = round(cfg.curated_clean_share * n)
@@ -228,7 +258,9 @@ def train_toxicity_classifier(clean_text: Iterable[pa.Table], cfg: ToxicityClass
     term_holdout = _term_holdout_eval(train, hold, label_wl, cfg, out_dir) if cfg.term_holdout_fraction > 0 else None
 
     write_classifier_info(out_dir, {"model_file": model_file, "label": TOXIC, "max_chars": cfg.max_chars,
-                                    "wordlist_file": "wordlist.txt"})
+                                    "wordlist_file": "wordlist.txt",
+                                    "wordlist_terms_by_lang": {lang: sorted(" ".join(t) for t in wl.terms)
+                                                               for lang, wl in lang_wls.items()}})
     stats["train/toxic"] += len(pos_train)
     stats["train/clean"] += len(neg_train)
     stats["holdout/sentences"] += len(hold)

@@ -2,6 +2,14 @@
 
 Text and terms are split into lower-case word tokens (`\\w+`, so "g-spot" is the 2-token term ("g", "spot")), and a
 hit is a run of consecutive tokens equal to a term. Whole tokens only: "ass" hits "ass" but not "class".
+
+Languages. A document is matched against the list of its own detected language only (`LanguageWordlists`):
+the English list finds "dick" in a Spanish summary of Philip K. Dick and nothing in a French insult. Languages are
+lid.176 labels (`clean.langid.normalize_lang`); a document of unknown language (no `lang`) and a code file
+(`lang` "code": comments and names are mostly English) use the English list. Per-language lists come from LDNOOBW
+(npm naughty-words, one `<code>.json` per language: `naughty_words_files`). Languages written without spaces
+(`UNSPACED_LANGS`: ja, zh, th, ...) get no list: whole-token matching cannot find a term inside a run of
+characters, so their LDNOOBW files would only look like coverage.
 """
 
 from __future__ import annotations
@@ -12,10 +20,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plasma_pipeline.clean.langid import LID176_LABELS, UNSPACED_LANGS, normalize_lang
+
 _TOKEN = re.compile(r"\w+")
 
 # Names accepted in a config's `wordlists` besides file paths.
 BUILTIN_LISTS = ("better_profanity",)
+# Document languages matched with another language's list: code files with the English one.
+WORDLIST_LANG_ALIASES = {"code": "en"}
 
 
 def tokens(text: str) -> list[str]:
@@ -113,3 +125,52 @@ class Wordlist:
 
     def __contains__(self, term: str) -> bool:
         return tuple(tokens(term)) in self.terms
+
+
+def naughty_words_files(folder: str | Path) -> dict[str, Path]:
+    """{lid.176 label: file} for the LDNOOBW lists in `folder` (npm naughty-words): `fr.json` -> "fr",
+    `fil.json` -> "tl"; a regional variant (`fr-CA-u-sd-caqc.json`) only when the plain language has no file, and
+    files of languages lid.176 does not know (`kab`, `tlh`, `package.json`) are left out."""
+    base = resolve_wordlist_path(str(folder))
+    out: dict[str, Path] = {}
+    for path in sorted(base.glob("*.json"), key=lambda p: (len(p.stem), p.stem)):  # plain codes before variants
+        try:
+            lang = normalize_lang(path.stem, LID176_LABELS)
+        except ValueError:
+            continue
+        out.setdefault(lang, path)
+    return dict(sorted(out.items()))
+
+
+@dataclass(frozen=True)
+class LanguageWordlists:
+    """A word list per language (lid.176 labels; "en" is the English one); picklable like `Wordlist`."""
+
+    by_lang: dict[str, Wordlist]
+
+    def __post_init__(self):
+        by_lang = {}
+        for lang, wl in self.by_lang.items():
+            code = normalize_lang(lang, LID176_LABELS)
+            if code not in UNSPACED_LANGS:
+                by_lang[code] = wl
+        object.__setattr__(self, "by_lang", dict(sorted(by_lang.items())))
+
+    @classmethod
+    def english(cls, wl: Wordlist) -> LanguageWordlists:
+        return cls({"en": wl})
+
+    def for_lang(self, lang: str | None) -> Wordlist | None:
+        """The list for a document detected as `lang`: its own language's, the English one for an unknown
+        language or a code file, None when its language has no list."""
+        key = WORDLIST_LANG_ALIASES.get(lang or "en", lang or "en")
+        wl = self.by_lang.get(key)
+        if wl is None and key not in self.by_lang:
+            try:
+                wl = self.by_lang.get(normalize_lang(key, LID176_LABELS))
+            except ValueError:
+                wl = None
+        return wl
+
+    def langs(self) -> list[str]:
+        return list(self.by_lang)
