@@ -25,15 +25,18 @@ def instructions_asset(recipe: Recipe) -> dg.AssetsDefinition:
         "instructions",
         section="instructions",
         group="instructions",
-        deps=[dg.AssetKey(["raw", s]) for s in feeding],
+        # The deduped documents: cleaned, scored, deduplicated and with the eval battery held out.
+        deps=["deduped"],
         kinds={"parquet"},
-        description="Stage 9: templated instructions and chats from the structured sources, decontaminated.",
+        description="Stage 9: templated instructions and chats from the filtered (deduped) documents of the "
+                    "structured sources, decontaminated against the eval battery.",
     )
     def instructions(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
         with StepInputs(context, store) as inputs, store.writer("instructions") as w:
-            versions = {s: inputs.get(f"raw/{s}") for s in feeding}
-            for table in build_instructions(cfg, w.stats, {s: v.iter_tables() for s, v in versions.items()}):
+            deduped = inputs.get("deduped")
+            tables = {s: deduped.iter_tables(split=s) for s in feeding}
+            for table in build_instructions(cfg, w.stats, tables, input_name="deduped_docs", file_fallback=False):
                 w.write(table)
             w.inputs.update(inputs.versions)
             version = w.publish()
@@ -122,7 +125,7 @@ def evaluation_asset(recipe: Recipe) -> dg.AssetsDefinition:
                 previous = json.loads(store.current("evaluation").file("metrics.json").read_text())
             except FileNotFoundError:
                 previous = None
-            prompts = eval_prompts(per_domain=recipe.instructions.eval_per_domain)
+            prompts = eval_prompts(recipe.instructions.sources_root, per_domain=recipe.instructions.eval_per_domain)
             context.log.info(f"evaluating base {base.id} and chat {chat.id} on {len(prompts)} prompts, each on the "
                              f"val data of its own lineage")
             out = run_evaluation(models=models, prompts=prompts, stage_stats=stage_stats, cfg=cfg,

@@ -15,15 +15,15 @@ from plasma_pipeline.shards import CorruptShardError, ShardStore, Version
 # Bump a stage's version when its code changes what it produces; the recipe slice covers config changes.
 IMPL_VERSION = {
     "collect": "1",
-    "clean": "1",
+    "clean": "2",  # 2: one output shard per input shard, written by the worker (resumable)
     "quality": "1",
     "toxicity": "1",
-    "score": "1",
-    "dedup": "2",  # 2: one split per source
+    "score": "2",  # 2: one output shard per input shard, written by the worker (resumable)
+    "dedup": "3",  # 2: one split per source; 3: eval battery documents and their near-duplicates held out
     "tokenizer": "1",
     "mix": "1",
     "pretrain": "1",
-    "instructions": "1",
+    "instructions": "2",  # 2: built from the deduped (filtered) documents, no unfiltered offline-file fallback
     "sft_shards": "1",
     "sft": "1",
     "evaluation": "2",  # 2: each model on its own lineage's val data
@@ -232,9 +232,21 @@ def _to_metadata(v: Any) -> Any:
     return dg.MetadataValue.json(json.loads(json.dumps(v, default=str)))
 
 
-def log_progress(context: dg.AssetExecutionContext, what: str, done: int, total: int, stats: Counter) -> None:
+def log_progress(context: dg.AssetExecutionContext, what: str, done: int, total: int, stats: Counter,
+                 started: float | None = None, docs_done: int | None = None) -> None:
+    """One progress line: shards done of total, documents kept/dropped so far, and with `started` the rate
+    and an ETA from the shards still to do."""
+    import time
+
     kept = stats.get("kept", 0)
-    context.log.info(f"{what}: shard {done}/{total}, kept {kept:,} so far, dropped {sum(v for k, v in stats.items() if k.startswith('dropped/')):,}")
+    dropped = sum(v for k, v in stats.items() if k.startswith("dropped/"))
+    line = f"{what}: shard {done}/{total}, kept {kept:,} so far, dropped {dropped:,}"
+    if started is not None and done:
+        elapsed = max(time.monotonic() - started, 1e-9)
+        docs = docs_done if docs_done is not None else kept + dropped
+        eta = elapsed / done * (total - done)
+        line += f", {docs / elapsed:,.0f} docs/s, {elapsed:.0f} s elapsed, ETA {eta:.0f} s"
+    context.log.info(line)
 
 
 def store_for(recipe: Recipe) -> ShardStore:

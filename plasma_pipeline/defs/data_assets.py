@@ -1,5 +1,7 @@
 """Stages 1-7 as Dagster assets: thin wrappers that read upstream versions, call a stage library, publish a version."""
 
+import time
+
 
 from pathlib import Path
 
@@ -8,13 +10,36 @@ import dagster as dg
 
 from plasma_pipeline.defs.common import (
     StepInputs,
+    code_version,
     log_progress,
     stage_asset,
     store_for,
     version_result,
 )
 from plasma_pipeline.recipe import Recipe
-from plasma_pipeline.shards import map_shards
+from plasma_pipeline.shard_work import CACHE_DIR, clear_cache, resumable_map
+
+
+def shard_cache(store, asset: str):
+    return store.asset_dir(asset) / "work" / CACHE_DIR
+
+
+def publish_shard_results(context, store, w, asset: str, fn, parent, args: tuple, code_ver: str, recipe: Recipe,
+                          args_key: str = "") -> None:
+    """Per-shard work on the parent version's shards, resuming from results an earlier killed run left in the
+    asset's shard cache; workers write and hash their own output shards, this process only adopts them."""
+    entries = parent.manifest["shards"]
+    inputs = [(parent.path / e["path"], e["sha256"]) for e in entries]
+    results = resumable_map(
+        shard_cache(store, asset), fn, inputs, args, code_ver, processes=recipe.store.workers,
+        row_group_rows=recipe.store.row_group_rows, args_key=args_key, log=context.log.info,
+    )
+    started = time.monotonic()
+    for i, r in enumerate(results, 1):
+        if r.file is not None:
+            w.add_file(r.file, sha256=r.sha256)
+        w.stats.update(r.stats)
+        log_progress(context, asset, i, len(entries), w.stats, started)
 
 
 def raw_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
@@ -67,13 +92,11 @@ def clean_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
         store = store_for(recipe)
         with StepInputs(context, store) as inputs, store.writer(key.to_user_string()) as w:
             raw = inputs.get(f"raw/{name}")
-            shards = raw.shards()
-            for i, (_, table, stats) in enumerate(map_shards(clean_table, shards, (cfg,), recipe.store.workers), 1):
-                w.write(table)
-                w.stats.update(stats)
-                log_progress(context, f"clean/{name}", i, len(shards), w.stats)
+            publish_shard_results(context, store, w, key.to_user_string(), clean_table, raw, (cfg,),
+                                  code_version(recipe, "clean", name), recipe)
             w.inputs.update(inputs.versions)
             version = w.publish()
+        clear_cache(shard_cache(store, key.to_user_string()))
         return version_result(version, key, inputs=inputs.versions)
 
     return _clean
@@ -160,21 +183,23 @@ def scored_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
         with StepInputs(context, store) as inputs, store.writer(key.to_user_string()) as w:
             clean = inputs.get(f"clean/{name}")
             qv, tv = inputs.get("quality_classifier"), inputs.get("toxicity_classifier")
-            shards = clean.shards()
             args = (str(qv.path), str(tv.path), cfg)
-            for i, (_, table, stats) in enumerate(map_shards(score_shard, shards, args, recipe.store.workers), 1):
-                w.write(table)
-                w.stats.update(stats)
-                log_progress(context, f"scored/{name}", i, len(shards), w.stats)
+            publish_shard_results(context, store, w, key.to_user_string(), score_shard, clean, args,
+                                  code_version(recipe, "score", name), recipe, args_key=f"{qv.id}:{tv.id}")
             w.inputs.update(inputs.versions)
             version = w.publish()
+        clear_cache(shard_cache(store, key.to_user_string()))
         return version_result(version, key, inputs=inputs.versions)
 
     return _scored
 
 
 def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
+    import hashlib
+    import json
+
     from plasma_pipeline.dedup.core import dedup_tables
+    from plasma_pipeline.instruct.holdout import Holdout, battery_config
     from plasma_pipeline.shards import read_shard
 
     @stage_asset(
@@ -184,7 +209,8 @@ def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
         group="dedup",
         deps=[dg.AssetKey(["scored", s]) for s in recipe.sources],
         kinds={"parquet", "minhash"},
-        description="Stage 5: exact then MinHash-LSH near-duplicate removal across the whole corpus.",
+        description="Stage 5: exact then MinHash-LSH near-duplicate removal across the whole corpus; the eval "
+                    "battery's documents and their near-duplicates are held out.",
     )
     def deduped(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
@@ -194,16 +220,25 @@ def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
             shards = [p for _, p in owned]
             context.log.info(f"dedup over {len(shards)} shards from {len(versions)} sources")
             result = dedup_tables(shards, recipe.dedup, w.stats)
-            # Second pass: stream each shard again and keep its survivors.
+            holdout = Holdout.from_recipe(recipe.instructions, recipe.dedup)
+            # Second pass: stream each shard again and keep its survivors that are not eval battery documents.
             # One split per source, so later stages stream one domain without reading the others.
             for i, (source, path) in enumerate(owned):
-                w.write(result.filter_table(i, read_shard(Path(path))), split=source)
+                w.write(holdout.filter(result.filter_table(i, read_shard(Path(path))), source, w.stats), split=source)
+            w.stats["kept"] -= holdout.n_dropped
             w.metadata.update(result.metadata)
+            w.metadata["eval_holdout"] = holdout.summary()
             w.inputs.update(inputs.versions)
             version = w.publish()
+        context.log.info(f"eval hold-out: {holdout.n_dropped} documents of {len(holdout.items)} battery items dropped")
         return version_result(version, "deduped", inputs=inputs.versions)
 
-    return deduped
+    # The battery the hold-out removes is set in the instructions section (the evaluation prompts with it): a
+    # change there makes deduped stale too.
+    blob = json.dumps({"dedup": code_version(recipe, "dedup"), "battery": battery_config(recipe.instructions)},
+                      sort_keys=True, default=str)
+    version = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return deduped.map_asset_specs(lambda spec: spec.replace_attributes(code_version=version))
 
 
 def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:

@@ -5,7 +5,8 @@ its domain and content key falls into the held-out bucket (`HELDOUT_FRACTION` of
 never turned into instructions (the generators skip them on both the DOC-table and the file path), and the
 battery is the first `per_domain` held-out items of each domain in hash order, so it is stable across runs,
 machines and corpus order. The evaluation stage calls `eval_prompts()`; the instructions stage calls it too,
-to decontaminate against exactly the same battery.
+to decontaminate against exactly the same battery; and the dedup stage holds the battery items' documents (and
+their near-duplicates) out of the pretraining and SFT data (`holdout.py`, on `eval_items()`).
 """
 
 from __future__ import annotations
@@ -63,10 +64,11 @@ def to_eval_prompt(item: dict[str, Any]) -> dict[str, Any]:
     return {"domain": d, "prompt": prompt, "reference": ref, "key": item["key"], "context": context}
 
 
-def eval_prompts(sources_dir: str | None = None, per_domain: int = DEFAULT_PER_DOMAIN,
-                 domains: tuple[str, ...] = DOMAINS, stdlib: str | None = None) -> list[dict[str, Any]]:
-    """The held-out battery: `per_domain` prompts for each domain, as dicts with domain, prompt, reference
-    (plus key and context). Raises FileNotFoundError if an offline source is missing."""
+def eval_items(sources_dir: str | None = None, per_domain: int = DEFAULT_PER_DOMAIN,
+               domains: tuple[str, ...] = DOMAINS, stdlib: str | None = None) -> list[dict[str, Any]]:
+    """The battery's items (sources.py item dicts, with every structured field): the first `per_domain` held-out
+    items of each domain in hash order. `eval_prompts` turns them into prompts; `holdout` keeps their documents
+    out of the training data."""
     if per_domain < 1:
         raise ValueError(f"per_domain: expected a positive integer, got {per_domain!r}")
     out: list[dict[str, Any]] = []
@@ -80,5 +82,12 @@ def eval_prompts(sources_dir: str | None = None, per_domain: int = DEFAULT_PER_D
         held.sort(key=lambda t: (t[0], t[1]))
         if len(held) < per_domain:
             raise ValueError(f"{domain}: only {len(held)} held-out items, fewer than per_domain={per_domain}")
-        out.extend(to_eval_prompt(item) for _, _, item in held[:per_domain])
+        out.extend(item for _, _, item in held[:per_domain])
     return out
+
+
+def eval_prompts(sources_dir: str | None = None, per_domain: int = DEFAULT_PER_DOMAIN,
+                 domains: tuple[str, ...] = DOMAINS, stdlib: str | None = None) -> list[dict[str, Any]]:
+    """The held-out battery: `per_domain` prompts for each domain, as dicts with domain, prompt, reference
+    (plus key and context). Raises FileNotFoundError if an offline source is missing."""
+    return [to_eval_prompt(item) for item in eval_items(sources_dir, per_domain, domains, stdlib)]

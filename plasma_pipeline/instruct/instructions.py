@@ -8,9 +8,18 @@ Two entry points, both returning INSTRUCTION_SCHEMA tables:
   the chat datasets; held-out eval items are skipped, duplicates and contaminated rows dropped, each generator
   and dataset capped at max_per_generator.
 
+The pipeline passes the `deduped` asset's per-source splits as `doc_tables`, with `file_fallback=False`: SFT
+data then comes only from documents that passed cleaning, toxicity / quality scoring, dedup and the eval
+hold-out (`holdout.py`). The generators' structured fields survive those stages: cleaning rewrites `text` but
+carries `meta` (wiki / recipe titles, ingredients, steps, dialog turns, code file paths) unchanged, and dedup
+keeps whole rows; wiki extracts and code are read from the cleaned text.
+
 Counters: kept, kept/<generator or dataset>, heldout/<generator> (items reserved for the eval battery),
 dropped/decontaminated (+ /<source>), dropped/duplicate, dropped/bad_messages, capped/<name> (the cap was hit),
-and the source readers' skipped/<reason>.
+the source readers' skipped/<reason>; where instructions come from: input/<input_name> (+ /<source>: documents
+read from doc_tables), from_source/<source> (instructions kept from that source's documents),
+from_offline_files/<generator> (kept from the offline files, which no filter has seen),
+skipped/no_source/<generator> (the generator is on, no given source feeds it and file_fallback is off).
 """
 
 from __future__ import annotations
@@ -66,26 +75,47 @@ def instructions_from_docs(table: pa.Table, source: str, cfg: InstructionsConfig
 
 
 def build_instructions(cfg: InstructionsConfig, stats: Counter,
-                       doc_tables: Mapping[str, Iterable[pa.Table]] | None = None) -> Iterator[pa.Table]:
-    """The whole stage: yields INSTRUCTION_SCHEMA tables of at most cfg.batch_size rows."""
+                       doc_tables: Mapping[str, Iterable[pa.Table]] | None = None, *,
+                       input_name: str = "docs", file_fallback: bool = True) -> Iterator[pa.Table]:
+    """The whole stage: yields INSTRUCTION_SCHEMA tables of at most cfg.batch_size rows.
+
+    A generator fed by none of `doc_tables`' sources reads the offline files when `file_fallback` (always when
+    doc_tables is None), and produces nothing otherwise."""
     index = eval_index(cfg)
     seen: set[str] = set()
     buf: list[dict[str, Any]] = []
 
-    def streams() -> Iterator[tuple[str, Iterator[dict[str, Any]]]]:
+    def counted(source: str, tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
+        for t in tables:
+            stats[f"input/{input_name}"] += t.num_rows
+            stats[f"input/{input_name}/{source}"] += t.num_rows
+            yield t
+
+    def from_docs(gen: str, fed_by: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        for s in fed_by:
+            for t in counted(s, doc_tables[s]):
+                for rec in _records(iter_doc_items(t, gen, stats), gen, cfg, stats):
+                    yield f"from_source/{s}", rec
+
+    def from_files(gen: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        for rec in _records(iter_file_items(gen, cfg.sources_root, stats), gen, cfg, stats):
+            yield f"from_offline_files/{gen}", rec
+
+    def streams() -> Iterator[tuple[str, Iterator[tuple[str | None, dict[str, Any]]]]]:
         for gen in cfg.generators:
             fed_by = [s for s in (doc_tables or {}) if cfg.domain_of(s) == gen]
-            if doc_tables is not None and fed_by:
-                items = (it for s in fed_by for t in doc_tables[s] for it in iter_doc_items(t, gen, stats))
+            if fed_by:
+                yield gen, from_docs(gen, fed_by)
+            elif doc_tables is None or file_fallback:
+                yield gen, from_files(gen)
             else:
-                items = iter_file_items(gen, cfg.sources_root, stats)
-            yield gen, _records(items, gen, cfg, stats)
+                stats[f"skipped/no_source/{gen}"] += 1
         for spec in cfg.dataset_configs():
-            yield spec.name, iter_messages_dataset(spec, stats)
+            yield spec.name, ((None, rec) for rec in iter_messages_dataset(spec, stats))
 
     for name, records in streams():
         kept = 0
-        for rec in records:
+        for origin, rec in records:
             if cfg.max_per_generator is not None and kept >= cfg.max_per_generator:
                 stats[f"capped/{name}"] += 1
                 break
@@ -98,6 +128,8 @@ def build_instructions(cfg: InstructionsConfig, stats: Counter,
                 continue
             seen.add(rec["id"])
             kept += 1
+            if origin:
+                stats[origin] += 1
             buf.append(rec)
             if len(buf) >= cfg.batch_size:
                 yield to_table(buf)

@@ -131,7 +131,10 @@ def code_items(source: str, relpath: str, stats: Counter, min_doc_chars: int = 3
             stats["skipped/code_too_long"] += 1
             continue
         code = textwrap.dedent("\n".join(kept)).strip("\n")
-        yield {"domain": "code", "key": f"{relpath}:{qualname}", "qualname": qualname, "code": code, "docstring": doc}
+        # `source`: the whole function as it stands in the file (decorators and docstring included).
+        source = textwrap.dedent("\n".join(lines[start : fn.end_lineno])).strip("\n")
+        yield {"domain": "code", "key": f"{relpath}:{qualname}", "qualname": qualname, "code": code, "docstring": doc,
+               "source": source}
 
 
 def literature_items(text: str, work: str, min_lines: int = 6) -> Iterator[dict[str, Any]]:
@@ -140,7 +143,8 @@ def literature_items(text: str, work: str, min_lines: int = 6) -> Iterator[dict[
     for i, para in enumerate(text.split("\n\n")):
         lines = [ln.rstrip() for ln in para.strip("\n").splitlines() if ln.strip()]
         if len(lines) >= min_lines and not para.isupper():
-            yield {"domain": "literature", "key": f"{work}:{i}", "work": string.capwords(title), "lines": lines}
+            yield {"domain": "literature", "key": f"{work}:{i}", "work": string.capwords(title), "lines": lines,
+                   "text": para.strip("\n")}
 
 
 # ---------------------------------------------------------------------------------------------------- offline files
@@ -205,7 +209,8 @@ def iter_file_items(domain: str, root: str | None, stats: Counter, code_max_file
 # ---------------------------------------------------------------------------------------------------- DOC tables
 
 
-def _code_relpath(meta: dict[str, Any], url: str | None, stdlib: str | None) -> str | None:
+def code_relpath(meta: dict[str, Any], url: str | None, stdlib: str | None = None) -> str | None:
+    """The stdlib-relative path of a code document (its collector meta `relpath` / `path` / `file`, else its url)."""
     path = meta.get("relpath") or meta.get("path") or meta.get("file") or (url or "").removeprefix("file://")
     if not path:
         return None
@@ -214,46 +219,61 @@ def _code_relpath(meta: dict[str, Any], url: str | None, stdlib: str | None) -> 
     return path[len(lib):] if path.startswith(lib) else path
 
 
+
+def parse_meta(meta_s: str | None) -> dict[str, Any]:
+    """A DOC row's meta column as a dict ({} when absent, not JSON, or not a mapping)."""
+    try:
+        meta = json.loads(meta_s) if meta_s else {}
+    except json.JSONDecodeError:
+        meta = {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def doc_items(text: str, meta: dict[str, Any], url: str | None, domain: str, stats: Counter,
+              stdlib: str | None = None) -> list[dict[str, Any]]:
+    """The items of one domain in one DOC row (structure read from its collector meta, code parsed from the text)."""
+    if domain in ("wiki", "recipes") and meta.get("lang") not in (None, "en"):
+        stats[f"skipped/{domain}_not_english"] += 1  # the question templates are English
+        return []
+    if domain == "wiki":
+        title = meta.get("title") or ""
+        extract = meta.get("extract")
+        if extract is None and title:
+            # The collector writes "title\n\nextract". Only a title on a line of its own is cut: the cleaner's
+            # line filter may have removed that line, and the extract's first sentence often starts with the title.
+            rest = text[len(title):] if text.startswith(title) else None
+            extract = rest.lstrip() if rest is not None and (not rest or rest[0] == "\n") else text
+        item = wiki_item(title, extract or "", meta.get("description"))
+        return [item] if item else []
+    if domain == "recipes":
+        item = recipe_item(meta.get("title") or "", meta.get("ingredients"), meta.get("steps"))
+        return [item] if item else []
+    if domain == "dialog":
+        convs = meta.get("dialogs")
+        if convs is None:
+            convs = [meta.get("turns") or meta.get("conversation") or []]
+        return [it for it in (dialog_item(c) for c in convs if isinstance(c, list)) if it]
+    if domain == "code":
+        rel = code_relpath(meta, url, stdlib)
+        return list(code_items(text, rel, stats)) if rel else []
+    if domain == "literature":
+        return list(literature_items(text, str(meta.get("file") or meta.get("work") or url or "")))
+    raise ValueError(f"unknown domain {domain!r} (expected one of {', '.join(DOMAINS)})")
+
+
 def iter_doc_items(table: pa.Table, domain: str, stats: Counter, stdlib: str | None = None) -> Iterator[dict[str, Any]]:
     """Items of one domain from a DOC_SCHEMA table written by the collector (structure read from meta)."""
     texts = table.column("text").to_pylist()
     metas = table.column("meta").to_pylist() if "meta" in table.column_names else [None] * len(texts)
     urls = table.column("url").to_pylist() if "url" in table.column_names else [None] * len(texts)
     for text, meta_s, url in zip(texts, metas, urls):
-        try:
-            meta = json.loads(meta_s) if meta_s else {}
-        except json.JSONDecodeError:
-            meta = {}
-        if not isinstance(meta, dict):
-            meta = {}
-        n_before = stats["items/" + domain]
+        meta = parse_meta(meta_s)
         if domain in ("wiki", "recipes") and meta.get("lang") not in (None, "en"):
-            stats[f"skipped/{domain}_not_english"] += 1  # the question templates are English
+            stats[f"skipped/{domain}_not_english"] += 1
             continue
-        if domain == "wiki":
-            title = meta.get("title") or ""
-            extract = meta.get("extract")
-            if extract is None and title:
-                extract = text[len(title):].lstrip() if text.startswith(title) else text
-            item = wiki_item(title, extract or "", meta.get("description"))
-            items = [item] if item else []
-        elif domain == "recipes":
-            item = recipe_item(meta.get("title") or "", meta.get("ingredients"), meta.get("steps"))
-            items = [item] if item else []
-        elif domain == "dialog":
-            convs = meta.get("dialogs")
-            if convs is None:
-                convs = [meta.get("turns") or meta.get("conversation") or []]
-            items = [it for it in (dialog_item(c) for c in convs if isinstance(c, list)) if it]
-        elif domain == "code":
-            rel = _code_relpath(meta, url, stdlib)
-            items = list(code_items(text, rel, stats)) if rel else []
-        elif domain == "literature":
-            items = list(literature_items(text, str(meta.get("file") or meta.get("work") or url or "")))
-        else:
-            raise ValueError(f"unknown domain {domain!r} (expected one of {', '.join(DOMAINS)})")
+        items = doc_items(text, meta, url, domain, stats, stdlib)
         for it in items:
             stats["items/" + domain] += 1
             yield it
-        if stats["items/" + domain] == n_before:
+        if not items:
             stats[f"skipped/{domain}_no_structure"] += 1

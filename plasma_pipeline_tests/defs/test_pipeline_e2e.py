@@ -258,3 +258,63 @@ def test_rematerializing_base_model_keeps_the_version_chat_model_was_trained_fro
         assert (kept / "manifest.json").exists() and (kept / "model.safetensors").exists()
     finally:
         pipeline["recipe"].write_text(original)
+
+
+def test_the_eval_battery_is_held_out_of_the_pretrain_and_sft_data(pipeline):
+    """The battery's documents never reach the pretraining shards or the instructions: the deduped documents that
+    pretrain_shards packed hold no battery text, the decoded token shards hold none of its long references'
+    13-grams, and the instructions were built from those deduped documents."""
+    import pyarrow.parquet as pq
+    import sentencepiece as spm
+
+    from plasma_pipeline.instruct.decontaminate import ngrams, words
+    from plasma_pipeline.instruct.eval_prompts import to_eval_prompt
+    from plasma_pipeline.instruct.holdout import battery_items, item_spans
+    from plasma_pipeline.recipe import load_recipe
+
+    store = pipeline["store"]
+    items = battery_items(load_recipe(pipeline["recipe"]).instructions)
+    pre = _manifest(pipeline, "pretrain_shards", _current(pipeline, "pretrain_shards"))
+    deduped = _manifest(pipeline, "deduped", pre["inputs"]["deduped"])
+    assert deduped["stats"]["dropped/eval_holdout"] > 0, deduped["stats"]
+    held = deduped["metadata"]["eval_holdout"]
+    assert held["battery_items"] == len(items) and held["documents_dropped"] == len(held["dropped"]) > 0
+
+    # The documents pretrain_shards read: no battery text of 8 words or more stands in any of them.
+    texts = [" ".join(words(t)) for it in items for t in item_spans(it) + [to_eval_prompt(it)["reference"]]]
+    texts = [t for t in texts if len(t.split()) >= 8]
+    base = store / "deduped" / "versions" / deduped["version"]
+    dropped_ids = {d["id"] for d in held["dropped"]}
+    docs = []
+    for s in deduped["shards"]:
+        t = pq.read_table(base / s["path"], columns=["id", "text"])
+        assert not dropped_ids & set(t["id"].to_pylist())
+        docs += [" ".join(words(x)) for x in t["text"].to_pylist()]
+    corpus = " | " + " | ".join(docs) + " | "
+    assert [t for t in texts if f" {t} " in corpus] == []
+
+    # The token shards, decoded row by row with their tokenizer: no 13-gram of a prose reference. (Not recipes
+    # and code: other recipes and modules share whole steps and lines with them, "stir in the minced garlic and
+    # grated ginger and cook for another minute", without being the battery's documents.)
+    tok = store / "tokenizer" / "versions" / pre["metadata"]["tokenizer_version"] / "tokenizer.model"
+    sp = spm.SentencePieceProcessor(model_file=str(tok))
+    grams = set()
+    for it in items:
+        if it["domain"] in ("wiki", "literature", "dialog"):
+            grams |= ngrams(words(to_eval_prompt(it)["reference"]), 13)
+    assert grams
+    rows = 0
+    for s in pre["shards"]:
+        for ids in pq.read_table(store / "pretrain_shards" / "versions" / pre["version"] / s["path"],
+                                 columns=["input_ids"])["input_ids"].to_pylist():
+            rows += 1
+            assert not ngrams(words(sp.decode([i for i in ids if i > 3])), 13) & grams
+    assert rows > 0
+
+    # SFT: the instructions were built from those deduped documents, not from raw.
+    ins = _manifest(pipeline, "instructions", _current(pipeline, "instructions"))
+    assert ins["inputs"] == {"deduped": deduped["version"]}
+    assert ins["stats"]["input/deduped_docs"] > 0
+    assert sum(v for k, v in ins["stats"].items() if k.startswith("from_source/")) == ins["stats"]["kept"]
+    sft = _manifest(pipeline, "sft_shards", _current(pipeline, "sft_shards"))
+    assert sft["inputs"]["instructions"] == ins["version"]
