@@ -4,6 +4,9 @@
     validate_source("wiki", cfg)                     # at recipe load: missing paths → ValueError
     for table in iter_documents("wiki", cfg, stats):  # bounded batches, streamed
         ...
+    # kind hf at scale: the same tables, with retries, resumable from a progress folder (see collect/hf.py)
+    for table in collect_hf("fineweb", hf_cfg, stats, work_dir=store.work_dir("raw/fineweb", "hf-progress", {})):
+        ...
 
 Kinds: `hf` (datasets streaming), `local` (jsonl/parquet/txt/html globs), `offline` (wiki, recipes, code,
 dialog, literature under data/sources). No Dagster here.
@@ -23,6 +26,7 @@ from plasma_pipeline.collect.config import (
     config_class,
 )
 from plasma_pipeline.collect.documents import doc_id, sources_root
+from plasma_pipeline.collect.hf import collect_hf
 from plasma_pipeline.collect.sources import describe_source, iter_documents, validate_source
 
 __all__ = [
@@ -36,6 +40,7 @@ __all__ = [
     "SourceConfig",
     "WikiSourceConfig",
     "build_source_config",
+    "collect_hf",
     "config_class",
     "describe_source",
     "doc_id",

@@ -113,9 +113,19 @@ class HFSourceConfig(_Common):
     meta_fields: list[str] = field(default_factory=list)
     # What the text is, written to meta["format"] for the clean stage: text, code or html.
     doc_format: str = "text"
+    # Transient errors (connection reset or dropped, timeout, HTTP 408/425/429/5xx, other OSError) retried this many
+    # times in a row, resuming the stream after the last record read (0 = fail at the first error).
+    retries: int = 5
+    # Seconds before the first retry, doubled for each further one in a row (capped at 60 s).
+    backoff_s: float = 1.0
 
     def __post_init__(self) -> None:
         self._check_common("hf")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries: expected a non-negative integer, got {self.retries!r}")
+        if isinstance(self.backoff_s, bool) or not isinstance(self.backoff_s, (int, float)) or not (
+                0 <= self.backoff_s < float("inf")):
+            raise ValueError(f"backoff_s: expected a non-negative number of seconds, got {self.backoff_s!r}")
         _choice(self, "doc_format", DOC_FORMATS)
         if not isinstance(self.path, str) or not self.path:
             raise ValueError("path: a dataset path is required (a Hub id, or a builder such as 'json' / 'parquet')")

@@ -1,5 +1,6 @@
 """Stages 1-7 as Dagster assets: thin wrappers that read upstream versions, call a stage library, publish a version."""
 
+import shutil
 import time
 
 
@@ -43,7 +44,7 @@ def publish_shard_results(context, store, w, asset: str, fn, parent, args: tuple
 
 
 def raw_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
-    from plasma_pipeline.collect import iter_documents
+    from plasma_pipeline.collect import HFSourceConfig, collect_hf, iter_documents
 
     src = recipe.sources[name]
     key = dg.AssetKey(["raw", name])
@@ -60,12 +61,22 @@ def raw_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
     )
     def _raw(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
-        with store.writer(key.to_user_string()) as w:
-            for i, table in enumerate(iter_documents(name, src.collect, w.stats), 1):
+        asset = key.to_user_string()
+        work = None
+        with store.writer(asset) as w:
+            if isinstance(src.collect, HFSourceConfig):
+                # Hub streams commit their batches and cursor here, so a killed or dropped collection resumes.
+                work = store.work_dir(asset, "hf-progress", {})
+                tables = collect_hf(name, src.collect, w.stats, work_dir=work, log=context.log.warning)
+            else:
+                tables = iter_documents(name, src.collect, w.stats)
+            for i, table in enumerate(tables, 1):
                 w.write(table)
                 if i % 10 == 0:
                     context.log.info(f"collected {w.stats.get('kept', 0):,} documents from {name}")
             version = w.publish()
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)  # the published version holds the data now
         context.log.info(f"raw/{name}: {version.rows:,} documents in version {version.id}")
         return version_result(version, key)
 
