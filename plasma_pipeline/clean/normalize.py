@@ -7,6 +7,11 @@ left to the tokenizer to decide.
 
 Every pattern is compiled once at import; the common case (already NFC, no control characters, no mojibake) costs a
 few C-level scans per document.
+
+Code is not prose: `normalize_code` (and `normalize_text(code=True)`) changes only line endings (CRLF and lone CR
+become LF) and the end of the file (exactly one trailing newline; a file of nothing but line breaks becomes
+empty). No Unicode normalisation, mojibake repair, control-character removal, trailing-space strip or blank-line
+squeeze: indentation, tabs, form feeds, a BOM and string literals stay byte for byte.
 """
 
 from __future__ import annotations
@@ -24,8 +29,6 @@ _HSPACE_RUN_RE = re.compile(r"[^\S\n]{2,}|[^\S \n]")
 _HSPACE_HINT_RE = re.compile("[\t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]|  ")  # same test, 3x faster search
 _SPACE_AROUND_NEWLINE_RE = re.compile(r" *\n *")
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
-# Code: keep indentation, only drop trailing whitespace and squeeze runs of blank lines.
-_TRAILING_SPACE_RE = re.compile(r"[^\S\n]+(?=\n)")
 
 # UTF-8 bytes decoded as cp1252/latin-1 leave these pairs behind: "Ã©" (é), "â€™" (’), "Â " (NBSP).
 _MOJIBAKE_RE = re.compile("[\u00c2\u00c3][\u0080-\u00bf\u2018-\u203a\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u02c6\u02dc\u2122\u0192]|\u00e2\u20ac")
@@ -55,13 +58,25 @@ def fix_mojibake(text: str) -> str:
 _RUN_RE = re.compile("(?:[\u00c2-\u00f4][\u0080-\u00bf\u2018-\u203a\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u02c6\u02dc\u2122\u0192\u20ac]+)+")
 
 
+def normalize_code(text: str) -> str:
+    """The code profile's only normalisation: CRLF / CR -> LF, and exactly one trailing newline."""
+    if "\r" in text:
+        text = _NEWLINE_RE.sub("\n", text)
+    if text.endswith("\n") and not text.endswith("\n\n") and len(text) > 1:
+        return text
+    text = text.rstrip("\n")
+    return text + "\n" if text else ""
+
+
 def normalize_text(text: str, code: bool = False, mojibake: bool = True) -> str:
     """NFC, control characters removed, line breaks unified, whitespace collapsed.
 
     Prose: runs of spaces/tabs become one space, lines are stripped, three or more newlines become a paragraph
-    break ("\\n\\n"). Code (`code=True`): indentation and tabs are kept; only trailing spaces go and blank-line runs
-    are squeezed to one blank line. The result has no leading or trailing whitespace (code keeps its indentation).
+    break ("\\n\\n"); the result has no leading or trailing whitespace. Code (`code=True`): `normalize_code`
+    only (`mojibake` is ignored).
     """
+    if code:
+        return normalize_code(text)
     if mojibake:
         text = fix_mojibake(text)
     if not text.isascii() and not unicodedata.is_normalized("NFC", text):
@@ -70,10 +85,6 @@ def normalize_text(text: str, code: bool = False, mojibake: bool = True) -> str:
         text = _NEWLINE_RE.sub("\n", text)
     if _CONTROL_RE.search(text) is not None:
         text = _CONTROL_RE.sub("", text)
-    if code:
-        text = _TRAILING_SPACE_RE.sub("", text)
-        text = _MANY_NEWLINES_RE.sub("\n\n", text)
-        return text.strip("\n").rstrip()
     if _HSPACE_HINT_RE.search(text) is not None:
         text = _HSPACE_RUN_RE.sub(" ", text)
     if " \n" in text or "\n " in text:

@@ -15,7 +15,7 @@ from plasma_pipeline.shards import CorruptShardError, ShardStore, Version
 # Bump a stage's version when its code changes what it produces; the recipe slice covers config changes.
 IMPL_VERSION = {
     "collect": "1",
-    "clean": "2",  # 2: one output shard per input shard, written by the worker (resumable)
+    "clean": "3",  # 2: one output shard per input shard (resumable); 3: language-aware, no fragments, code kept
     "quality": "1",
     "toxicity": "1",
     "score": "2",  # 2: one output shard per input shard, written by the worker (resumable)

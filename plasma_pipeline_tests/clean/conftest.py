@@ -14,7 +14,7 @@ import pytest
 
 from plasma_pipeline.clean import CleanConfig
 from plasma_pipeline.clean.normalize import normalize_text
-from plasma_pipeline.clean.rules import DocView
+from plasma_pipeline.clean.docview import DocView
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCES = Path(os.environ.get("PLASMA_SOURCES") or REPO_ROOT / "data" / "sources")

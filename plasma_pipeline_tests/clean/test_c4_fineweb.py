@@ -12,8 +12,8 @@ from .conftest import PROSE, view
 
 def c4(text: str, cfg=PROSE) -> tuple[str, str | None, Counter]:
     stats: Counter = Counter()
-    out, reason = R.c4_filter(view(text).text, cfg, stats)
-    return out, reason, stats
+    res = R.c4_filter(view(text).text, cfg, stats)
+    return res.text, res.reason, stats
 
 
 def test_c4_keeps_a_real_summary_unchanged(long_en_extracts):

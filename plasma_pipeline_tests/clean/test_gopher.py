@@ -8,6 +8,7 @@ import re
 import pytest
 
 from plasma_pipeline.clean import rules as R
+from plasma_pipeline.clean.docview import _NUMPY_MIN_TOKENS
 
 from .conftest import PROSE, view
 
@@ -175,7 +176,7 @@ def test_top_ngram_numpy_path_matches_counter_path(hamlet):
     """Long documents use hashed n-grams; the answer must equal the exact Counter computation."""
     text = hamlet[60_000:75_000]
     d = view(text)
-    assert d.n_tokens > R._NUMPY_MIN_TOKENS
+    assert d.n_tokens > _NUMPY_MIN_TOKENS
     for n in (2, 3, 4):
         grams = list(zip(*[d.tokens[k:] for k in range(n)]))
         from collections import Counter

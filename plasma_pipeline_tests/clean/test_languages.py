@@ -140,18 +140,6 @@ def _keep_rate(locale: str, languages: list[str]) -> tuple[float, Counter]:
     return stats["kept"] / stats["docs_in"], stats
 
 
-def _gopher_rule_uses_doc_language() -> bool:
-    """Whether rules/gopher.py looks stop words up by the document's language (see stopwords.py)."""
-    text = "Il est né à Paris, où il a vécu avec sa famille dans une maison qui était près de la gare."
-    try:
-        doc = R.DocView(text, lang="fr")
-    except TypeError:  # a DocView that does not carry the language yet
-        return False
-    return not R.gopher_stop_words(doc, CleanConfig(languages=["fr"]))
-
-
-@pytest.mark.xfail(not _gopher_rule_uses_doc_language(), strict=True,
-                   reason="the Gopher stop-word rule does not call stopwords.gopher_stop_words_for yet")
 @pytest.mark.parametrize("locale, languages", [("fr-fr", ["fr"]), ("es-es", ["es"]), ("fr-fr", ["fr-fr"])])
 def test_french_and_spanish_summaries_are_kept(locale, languages):
     rate, stats = _keep_rate(locale, languages)
