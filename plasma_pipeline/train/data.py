@@ -25,6 +25,7 @@ class Batch:
     inputs: torch.Tensor  # (b, s) int64
     targets: torch.Tensor  # (b, s) int64
     mask: torch.Tensor | None  # (b, s) float32 target mask (SFT), None = all targets count
+    domain: str = ""  # val batches: the one domain all rows come from
 
     @property
     def n_targets(self) -> int:
@@ -140,21 +141,31 @@ class TokenLoader:
 
 
 def val_batches(data_dir: str | Path, batch_size: int, n_batches: int) -> list[Batch]:
-    """The first n_batches * batch_size rows of the val split, in file order: the same every time."""
-    out, ids, masks = [], [], []
+    """A fixed sample of about n_batches * batch_size val rows, the same every time, drawn evenly from every
+    domain (the shards' `domain` column; one domain "" without it): each domain gives its first rows in file
+    order, and each batch holds one domain's rows, so the loss can be reported per domain (`Batch.domain`).
+    Val is written domain by domain, so taking the first rows in file order would score the first domain only."""
     if n_batches <= 0:
-        return out
+        return []
+    rows: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = {}
     for f in shard_files(data_dir, "val"):
         fi, fm = read_shard(f)
-        for r in range(len(fi)):
-            ids.append(fi[r])
-            if fm is not None:
-                masks.append(fm[r])
-            if len(ids) == batch_size:
-                out.append(to_batch(np.stack(ids), np.stack(masks) if masks else None))
-                ids, masks = [], []
-                if len(out) == n_batches:
-                    return out
+        names = pq.read_schema(f).names
+        doms = pq.read_table(f, columns=["domain"]).column("domain").to_pylist() if "domain" in names else [""] * len(fi)
+        for r, d in enumerate(doms):
+            rows.setdefault(d, []).append((fi[r], None if fm is None else fm[r]))
+    if not rows:
+        return []
+    quota = -(-batch_size * n_batches // len(rows))  # ceil: every domain gets the same share
+    out = []
+    for d in sorted(rows):
+        take = rows[d][:quota]
+        for i in range(0, len(take), batch_size):
+            chunk = take[i:i + batch_size]
+            masks = [m for _, m in chunk]
+            b = to_batch(np.stack([x for x, _ in chunk]), None if masks[0] is None else np.stack(masks))
+            b.domain = d
+            out.append(b)
     return out
 
 

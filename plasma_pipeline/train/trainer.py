@@ -74,10 +74,19 @@ class _SigtermFlag:
             signal.signal(sig, prev)
 
 
-def evaluate(engine, batches) -> float | None:
+def evaluate(engine, batches) -> dict | None:
+    """{"val_loss": mean over every sampled row, "val_loss/<domain>": mean per domain}; None without val data."""
     if not batches:
         return None
-    return sum(engine.eval_loss(b) for b in batches) / len(batches)
+    per: dict[str, list[tuple[float, int]]] = {}
+    for b in batches:
+        per.setdefault(b.domain, []).append((engine.eval_loss(b), b.inputs.shape[0]))
+    total = sum(n for v in per.values() for _, n in v)
+    out = {"val_loss": sum(loss * n for v in per.values() for loss, n in v) / total}
+    if len(per) > 1 or "" not in per:
+        for d, v in sorted(per.items()):
+            out[f"val_loss/{d}"] = sum(loss * n for loss, n in v) / sum(n for _, n in v)
+    return out
 
 
 def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
@@ -168,7 +177,8 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
                 return {"halted": True, "step": step, "checkpoint": str(path)}
             if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
                 save(step)
-        val = evaluate(engine, vals)
+        val_metrics = evaluate(engine, vals) or {}
+        val = val_metrics.get("val_loss")
         save(engine.step)
         weights = engine.state_dict()
         final_dir, sha = ckpt.save_final(out, weights, mcfg.to_dict())
@@ -177,6 +187,7 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
         summary = {
             "event": "final", "step": engine.step, "engine": cfg.engine, "model": mcfg.name,
             "n_params": n_params, "final_loss": None if last is None else last.loss, "val_loss": val,
+            **{k: v for k, v in val_metrics.items() if k != "val_loss"},
             "weights_sha256": sha, "final_dir": str(final_dir), "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "dtype": str(dtype).replace("torch.", ""), "steps_this_run": steps_this_run,

@@ -80,3 +80,29 @@ def test_pad_targets_of_the_last_pretrain_row_are_masked():
     assert b.mask[0].tolist() == [1, 1, 1, 1, 1, 1, 1, 0, 0]
     assert b.mask[1].tolist() == [1] * 9
     assert to_batch(ids[1:], None).mask is None  # rows without padding keep the cheap unmasked path
+
+
+def test_val_sample_covers_every_domain_and_reports_each(tmp_path):
+    """Val shards are written domain by domain: the sample must not be the first domain's rows only."""
+    from plasma_pipeline.train.data import val_batches as vb
+
+    (tmp_path / "val").mkdir()
+    rows = [[d * 10 + i] * 9 for d in range(3) for i in range(6)]
+    doms = [name for name in ("code", "web", "wiki") for _ in range(6)]
+    pq.write_table(pa.table({"input_ids": pa.array(rows, type=pa.list_(pa.int32())), "domain": doms}),
+                   tmp_path / "val" / "part-00000.parquet")
+    batches = vb(tmp_path, 2, 3)
+    assert [b.domain for b in batches] == ["code", "web", "wiki"]
+    assert {int(b.inputs[0, 0]) // 10 for b in batches} == {0, 1, 2}
+
+    import torch
+
+    from plasma_pipeline.train.config import TrainConfig
+    from plasma_pipeline.train.trainer import build_engine, evaluate
+
+    cfg = TrainConfig(model="toy", engine="resident", device="cpu")
+    engine = build_engine(cfg, cfg.model_config(), torch.device("cpu"), torch.float32)
+    out = evaluate(engine, batches)
+    per = {b.domain: engine.eval_loss(b) for b in batches}
+    assert {k: out[f"val_loss/{k}"] for k in per} == pytest.approx(per)
+    assert out["val_loss"] == pytest.approx(sum(per.values()) / 3)  # equal rows per domain
