@@ -148,6 +148,10 @@ def _unmarked(text: str, codes: list[str] | None = None) -> str:
     return "\n\n".join(out)
 
 
+# Steps of `_prepare` that change the form of a document on purpose (markup to prose), not its content.
+CONVERSION_STEPS = ("html", "markup", "docs_code_blocks")
+
+
 def clean_table(table: pa.Table, cfg: CleanConfig, stats: Counter[str]) -> pa.Table:
     """Clean one table of DOC_SCHEMA rows; return the kept rows as CLEAN_SCHEMA (text rewritten, lang added)."""
     code = cfg.profile == "code"
@@ -217,7 +221,10 @@ def clean_table(table: pa.Table, cfg: CleanConfig, stats: Counter[str]) -> pa.Ta
             if reason is None:
                 out, cut, logical = res.text, res.removed, res.logical
                 prose = _unmarked(out) if p.marked is not None else out
-                if check_fragments and fragmented(len(prose), len(p.text), cfg):
+                # The base is the input less what a declared conversion (HTML, markup) took out: characters lost
+                # to whitespace normalisation count as removed, so "kept ≥ half its input" holds on the input.
+                base = len(texts_in[i]) - sum(p.removed.get(k, 0) for k in CONVERSION_STEPS)
+                if check_fragments and fragmented(len(prose), max(base, len(p.text)), cfg):
                     reason = FRAGMENTED
         if reason is None and after:
             reason = _first_failure(DocView(prose, lang, logical), after, cfg)
