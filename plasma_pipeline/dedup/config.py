@@ -21,10 +21,16 @@ class DedupConfig:
     confirm_threshold: float = 0.7  # true shingle Jaccard a candidate pair needs to be merged; 0 = trust LSH
     keep: str = "longest"  # keeper per cluster: longest | shortest | smallest_id | first (input order)
     source_priority: list[str] = field(default_factory=list)  # sources listed first win before the keep rule
-    processes: int = 1  # worker processes for signatures and confirmation (1 = in this process, 0 = all cores)
+    # shard workers for signatures and confirmation shingles (1 = in this process, 0 = all cores); fewer run when
+    # memory_gb cannot hold them all, and none that would get too little work to repay its start (core.MIN_*_PER_WORKER)
+    processes: int = 1
     backend: str = "rensa"  # MinHash kernel: rensa (Rust, >= 0.5; fastest) or numpy (multiply-add-shift hashing)
     full_pairs_max: int = 16  # buckets up to this size yield all pairs; larger ones yield star + chain pairs
-    max_index_mb: float = 1024.0  # band-hash index above this size is kept in memory-mapped files on disk
+    # RAM the whole dedup may use, parent and shard workers together. Signatures, band hashes and candidate pairs
+    # live in `spill_dir`; each external pass (exact keys, each band, candidate pairs) is split into as many
+    # hash / doc ranges as it takes to fit, and no more workers run than fit (budget.py says what counts).
+    memory_gb: float = 4.0
+    spill_dir: str = ""  # where the dedup spills (a temporary directory inside it; "" = the system temp dir)
     text_field: str = "text"  # column holding the document text
     id_field: str = "id"  # column holding the document id (made from file name and row if absent)
     source_field: str = "source"  # column holding the source name (file stem if absent)
@@ -52,8 +58,10 @@ class DedupConfig:
             raise ValueError(f"dedup.backend must be one of {BACKENDS}, got {self.backend!r}")
         if not isinstance(self.source_priority, list) or not all(isinstance(s, str) for s in self.source_priority):
             raise ValueError(f"dedup.source_priority must be a list of source names, got {self.source_priority!r}")
-        if not float(self.max_index_mb) > 0:
-            raise ValueError(f"dedup.max_index_mb must be > 0, got {self.max_index_mb!r}")
+        if isinstance(self.memory_gb, bool) or not isinstance(self.memory_gb, int | float) or not self.memory_gb > 0:
+            raise ValueError(f"dedup.memory_gb must be a number > 0, got {self.memory_gb!r}")
+        if not isinstance(self.spill_dir, str):
+            raise ValueError(f"dedup.spill_dir must be a directory path, got {self.spill_dir!r}")
         for name in ("text_field", "id_field", "source_field"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"dedup.{name} must be a non-empty column name")

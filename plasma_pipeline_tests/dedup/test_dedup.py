@@ -7,11 +7,13 @@ import subprocess
 import sys
 from collections import Counter
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from plasma_pipeline.dedup import DedupConfig, UnionFind, dedup_files, dedup_tables
+from plasma_pipeline.dedup import DedupConfig, dedup_files, dedup_tables
+from plasma_pipeline.dedup.clusters import components
 from plasma_pipeline.recipe import REPO_ROOT
 from plasma_pipeline_tests.dedup.corpora import (
     edit_every,
@@ -81,9 +83,9 @@ def test_union_find_is_transitive_across_shards():
     res, stats = run([table([a], ids=["A"]), table([b], ids=["B"]), table([c], ids=["C"])])
     assert len(res.clusters()) == 1 and sorted(res.clusters()[0]) == ["A", "B", "C"]
     assert stats["kept"] == 1 and stats["dropped/near_duplicate"] == 2
-    uf = UnionFind(5)
-    uf.union(0, 1), uf.union(3, 4), uf.union(1, 4)
-    assert uf.roots().tolist() == [0, 0, 2, 0, 0]
+    nodes, labels = components(np.array([0, 3, 1, 7]), np.array([1, 4, 4, 9]))  # 2 has no edge: not a node
+    assert nodes.tolist() == [0, 1, 3, 4, 7, 9]
+    assert labels.tolist() == [0, 0, 0, 0, 1, 1]
 
 
 def test_keeper_is_deterministic_and_follows_the_rule():
@@ -114,14 +116,16 @@ def test_per_source_dup_rate_and_cluster_histogram():
     assert stats["kept"] == 40
 
 
-def test_backends_agree_and_index_can_spill_to_disk():
+def test_backends_agree_and_the_spill_dir_is_removed(tmp_path):
     base = wiki_docs()[200:400]
     w = hamlet_words()[6000:6300]
     variants = [" ".join(edit_every(w, k)) for k in (60, 80, 100)]
     tabs = [table(base), table([" ".join(w)] + variants, ids=["h", "v1", "v2", "v3"], source="lit")]
     ref, ref_stats = run(tabs, backend="numpy")
-    other, other_stats = run(tabs, backend="rensa", max_index_mb=1e-6)
-    assert other.metadata["index_on_disk"] and not ref.metadata["index_on_disk"]
+    spill = tmp_path / "spill"
+    other, other_stats = run(tabs, backend="rensa", spill_dir=str(spill))
+    assert other.metadata["index_on_disk"] and other.metadata["spill_bytes"]["bands"] == 204 * 14 * 8
+    assert spill.is_dir() and not any(spill.iterdir())  # its temporary directory is gone after the run
     assert ref.kept_ids() == other.kept_ids()
     assert ref_stats["dropped/near_duplicate"] == other_stats["dropped/near_duplicate"] == 3
 
@@ -135,6 +139,8 @@ def test_config_validation_names_the_field():
         DedupConfig(confirm_threshold=1.5)
     with pytest.raises(ValueError, match="backend"):
         DedupConfig(backend="gpu")
+    with pytest.raises(ValueError, match="memory_gb"):
+        DedupConfig(memory_gb=0)
 
 
 def _write_inputs(tmp_path):
