@@ -170,7 +170,7 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
             if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.steps):
                 reporter.log(step_record(step, stats, lr, tokens_per_step, n_params, device, dtype))
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                reporter.log({"step": step, "val_loss": evaluate(engine, vals)})
+                reporter.log({"step": step, **(evaluate(engine, vals) or {"val_loss": None})})
             if cfg.halt_at_step and step == cfg.halt_at_step and step < cfg.steps:
                 path = save(step)
                 reporter.log({"event": "halted", "step": step, "checkpoint": str(path)})
