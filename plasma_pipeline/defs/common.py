@@ -20,7 +20,7 @@ IMPL_VERSION = {
     "toxicity": "1",
     "score": "2",  # 2: one output shard per input shard, written by the worker (resumable)
     "dedup": "3",  # 2: one split per source; 3: eval battery documents and their near-duplicates held out
-    "tokenizer": "1",
+    "tokenizer": "2",  # 2: streamed sample, training paths pinned in the model
     "mix": "1",
     "pretrain": "1",
     "instructions": "2",  # 2: built from the deduped (filtered) documents, no unfiltered offline-file fallback

@@ -266,9 +266,10 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
     )
     def tokenizer(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
-        with StepInputs(context, store) as inputs, store.writer("tokenizer") as w:
+        with StepInputs(context, store) as inputs, store.writer("tokenizer") as w, store.scratch("tokenizer") as work:
             deduped = inputs.get("deduped")
-            meta = train_tokenizer(_domain_tables(deduped, recipe), recipe.tokenizer, w.dir, w.stats)
+            # the sample's spill files and the training text file go to scratch, not into the version
+            meta = train_tokenizer(_domain_tables(deduped, recipe), recipe.tokenizer, w.dir, w.stats, work_dir=work)
             w.metadata.update(meta)
             w.inputs.update(inputs.versions)
             version = w.publish()
@@ -302,10 +303,11 @@ def pretrain_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
             store.scratch("pretrain_shards") as work,
         ):
             deduped, tok = inputs.get("deduped"), inputs.get("tokenizer")
-            domains = {s: (lambda s=s: deduped.iter_tables(split=s)) for s in recipe.mix.weights}
+            # shard paths: the worker processes read their own shards
+            domains = {s: (lambda s=s: deduped.shards(split=s)) for s in recipe.mix.weights}
             meta = build_token_shards(
                 domains, str(tok.file("tokenizer.model")), recipe.mix, w.writer_for("train"), w.writer_for("val"),
-                w.stats, work_dir=work,
+                w.stats, work_dir=work, processes=recipe.store.workers,
             )
             w.metadata.update(meta)
             w.metadata["tokenizer_version"] = tok.id

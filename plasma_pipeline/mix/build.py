@@ -1,47 +1,64 @@
 """Stage 7: domain-weighted mixing with exact token budgets, packed into train / val token shards.
 
-Each domain's input is read once (`domain_doc_iters[d]()` is called once), in two streaming passes:
+Each domain's input is read once (`domain_doc_iters[d]()` is called once), in two passes:
 
-1. Tokenise every document once (batch `sp.encode` per input table). A document whose seeded id hash falls under
-   `val_fraction` goes to val (before any budget is allocated, so no document is in both splits); val documents
-   are packed per domain, so every val row is one domain. Train documents are spilled to a per-domain Parquet
-   file (one row group per input table) together with their lengths; this gives the available tokens per domain.
-2. `plan_mix` turns the available tokens into exact budgets. Each domain then streams `[BOS] doc [EOS]` chunks
-   from its spill: full epochs take every document; the last, partial epoch takes the documents with the lowest
-   seeded key for that epoch (splitmix64 of id hash and epoch) until the budget is met, the boundary document
-   truncated so the domain gets exactly its budget. Every epoch reads the row groups, and the documents inside
-   them, in a fresh seeded order. A stride scheduler interleaves the domains in proportion to their budgets;
-   chunks are packed into rows of seq_len + 1 tokens, and each buffer of `rows_per_shard` rows is shuffled with a
-   seeded permutation before it is written.
+1. Tokenise every document once. Each input table (or Parquet shard path, which the worker reads itself) is
+   cut into row slices of about 1 MB of text, and each slice is a task for a worker process (`processes`,
+   through `shard_work.ordered_pool`): it encodes its documents in one batch (`SegmentEncoder`, token for token
+   `sp.encode`) and writes their `[BOS] doc [EOS]` tokens to its own spill file (raw uint16 while the vocabulary
+   fits, else int32: train documents, then val documents). A document whose seeded id hash falls under
+   `val_fraction` goes to val (before any budget is allocated, so no document is in both splits). The parent
+   keeps only per-document lengths, offsets and id hashes, and joins the slices of a table back into one part.
+   Val documents are packed per domain, in input order, so every val row is one domain; a domain whose
+   documents all miss val_fraction still holds out its lowest-hash one (moved from its spill part, nothing is
+   tokenised twice).
+2. `plan_mix` turns the available tokens into exact budgets. Each domain's chunk sequence is computed in numpy:
+   full epochs take every document; the last, partial epoch takes the documents with the lowest seeded key for
+   that epoch (splitmix64 of id hash and epoch) until the budget is met, the boundary document truncated so the
+   domain gets exactly its budget. Every epoch visits the input tables (spill parts, however a table was
+   sliced), and the documents inside them, in a fresh seeded order. A stride scheduler interleaves the domains in
+   proportion to their budgets: the next chunk is always the domain's that is furthest behind its share (ties:
+   first domain by name), which is a sort of all chunks by (tokens the domain placed before the chunk / its
+   budget, domain). The chunks are packed into rows of seq_len + 1 tokens; each `rows_per_shard` rows are
+   gathered from the spill files (memory-mapped) by one task and shuffled with a seeded permutation; the tasks
+   run in the worker processes when there are several shards of at least _POOL_PACK_TOKENS in all (below that
+   a pool costs more to start than packing, ~20 ns a token, takes).
 
-Row domain label: the domain holding the majority of the row's tokens (ties: first domain by name). The train
-budget counts every token placed, BOS and EOS included; the last incomplete train row is padded with pad id 0
-(reported as `pad_tokens`; targets equal to pad should be ignored by the trainer). Incomplete last val rows are
-dropped per domain (reported as `val_tail_tokens_dropped`), so val holds no padding.
+The output does not depend on `processes`: every task is a pure function of its input and results are used in
+input order; it is byte for byte that of the previous one-process implementation (commit 22d5e94, which
+benchmarks/tokenize_bench.py runs beside this one and compares). Row domain label: the domain holding the majority of the row's tokens (ties: first domain by name).
+The train budget counts every token placed, BOS and EOS included; the last incomplete train row is padded with
+pad id 0 (reported as `pad_tokens`; targets equal to pad should be ignored by the trainer). Incomplete last val
+rows are dropped per domain (reported as `val_tail_tokens_dropped`), so val holds no padding.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import heapq
-import itertools
 import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from plasma_pipeline.mix.config import MixConfig
-from plasma_pipeline.mix.pack import RowPacker, majority_domain, rows_to_table
+from plasma_pipeline.mix.pack import rows_to_table
 from plasma_pipeline.mix.plan import DomainPlan, plan_mix
 from plasma_pipeline.tokenizer import BOS_ID, EOS_ID, PAD_ID, doc_hash, load_tokenizer
+from plasma_pipeline.tokenizer.encode import arrow_ints, numpy_ints
 
 Writer = Callable[[pa.Table], None]
-_SPILL_SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field("ids", pa.list_(pa.int32()))])
+Source = pa.Table | str | os.PathLike  # a document table (id, text) or the path of a Parquet shard holding one
 _U64 = float(2**64)
+_TOKEN = np.int32
+_SPILL_DTYPES = {".u16": np.uint16, ".i32": np.int32}  # spill files: 2 bytes a token while the vocab fits
+
+
+def _spill_dtype(path: str) -> type:
+    return _SPILL_DTYPES[os.path.splitext(path)[1]]
 
 
 def _doc_key(doc_id: str, cfg: MixConfig) -> int:
@@ -63,23 +80,271 @@ def _mix64(keys: np.ndarray, salt: int) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-class _ShardBuffer:
-    """Collects rows and hands `rows_per_shard`-row tables to a writer, optionally shuffled by a seeded permutation."""
+def _map(func: Callable, items: Iterable[tuple], processes: int) -> Iterator:
+    """func(*item) in input order: inline and lazily for processes <= 1, else through the ordered spawn pool."""
+    if processes <= 1:
+        return (func(*item) for item in items)
+    from plasma_pipeline.shard_work import ordered_pool
 
-    def __init__(self, write: Writer, cfg: MixConfig, domains: list[str], tag: str, shuffle: bool):
-        self.write, self.cfg, self.domains, self.tag, self.shuffle = write, cfg, domains, tag, shuffle
+    return _one_blas_thread(ordered_pool(func, list(items), processes))
+
+
+_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _one_blas_thread(results: Iterator[tuple]) -> Iterator:
+    """The pool's results; its workers start with one BLAS thread each (they do no linear algebra, and numpy's
+    OpenBLAS otherwise starts a thread per core in every worker at import: ~0.1 s of CPU each). The variables are
+    set only while the pool starts its workers (at its first submissions) and restored after."""
+    saved = {k: os.environ.get(k) for k in _BLAS_THREADS}
+    for k in _BLAS_THREADS:
+        os.environ.setdefault(k, "1")
+    try:
+        first = next(results, None)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if first is None:
+        return
+    yield first[1]
+    for _, r in results:
+        yield r
+
+
+def _framed(toks: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """`[BOS] doc [EOS]` for each document of a flat token array, concatenated."""
+    n = len(lens)
+    out = np.empty(len(toks) + 2 * n, dtype=_TOKEN)
+    starts = np.cumsum(lens + 2) - (lens + 2)
+    body = np.ones(len(out), dtype=bool)
+    body[starts] = body[starts + lens + 1] = False
+    out[starts], out[starts + lens + 1] = BOS_ID, EOS_ID
+    out[body] = toks
+    return out
+
+
+# --- pass 1: tokenise (tasks of about _TASK_BYTES of text; a big table is cut into several) -------------------
+
+_TASK_BYTES = 1 << 20
+_POOL_PACK_TOKENS = 32 << 20  # train tokens from which packing (pass 2) goes to worker processes too
+
+
+def _rows_and_bytes(src: Source) -> tuple[int, int] | None:
+    """Rows and text bytes of a source (a shard's from its Parquet footer), None if unknown."""
+    if isinstance(src, pa.Table):
+        return src.num_rows, src.column("text").nbytes
+    try:
+        import pyarrow.parquet as pq
+
+        md = pq.read_metadata(src)
+        col = [i for i in range(md.num_columns) if md.schema.column(i).name == "text"]
+        nbytes = sum(md.row_group(g).column(col[0]).total_uncompressed_size for g in range(md.num_row_groups))
+        return md.num_rows, nbytes
+    except Exception:  # the worker reads it and reports what is wrong
+        return None
+
+
+def _tasks(domain_doc_iters, domains: list[str], args: tuple, spill_dir: str,
+           ext: str = ".i32") -> Iterator[tuple[tuple, tuple]]:
+    """((domain index, table index, slice, slices), worker args) per task: each input table, in order, cut
+    into row slices of about _TASK_BYTES of text so that one big table does not hold back the other workers."""
+    for di, d in enumerate(domains):
+        for k, src in enumerate(domain_doc_iters[d]()):
+            size = _rows_and_bytes(src)
+            rows, nbytes = size if size else (None, 0)
+            m = max(1, min(rows or 1, -(-nbytes // _TASK_BYTES)))
+            for j in range(m):
+                lo, hi = (rows * j // m, rows * (j + 1) // m) if rows is not None else (0, None)
+                piece = src
+                if isinstance(src, pa.Table) and m > 1:  # a compact copy: a pickled slice would carry it all
+                    piece = src.take(arrow_ints(np.arange(lo, hi)))
+                    lo, hi = 0, None
+                path = os.path.join(spill_dir, f"{di:04d}-{k:07d}-{j:04d}{ext}")
+                yield (di, k, j, m), (piece, lo, hi, *args, path)
+
+
+_LAST_READ: list = [None, None]  # (path, mtime, size), table of this process's last shard: the next slice's too
+
+
+def _read_shard(path: str | os.PathLike) -> pa.Table:
+    """A shard's id and text columns (ParquetFile: no pyarrow.dataset import in every worker)."""
+    import pyarrow.parquet as pq
+
+    from plasma_pipeline.shards import CorruptShardError
+
+    try:
+        st = os.stat(path)
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        if _LAST_READ[0] == key:
+            return _LAST_READ[1]
+        table = pq.ParquetFile(path).read(columns=["id", "text"])
+    except (pa.ArrowInvalid, OSError) as e:
+        raise CorruptShardError(f"cannot read shard {path}: {e}") from e
+    _LAST_READ[:] = [key, table]
+    return table
+
+
+def _tokenize_part(src: Source, lo: int, hi: int | None, tokenizer_path: str, seed: int, val_fraction: float,
+                   num_threads: int, spill_path: str) -> dict:
+    """Encode rows lo:hi of a table; write their train then val `[BOS] doc [EOS]` chunks to spill_path."""
+    from plasma_pipeline.tokenizer.encode import load_encoder
+
+    table = src if isinstance(src, pa.Table) else _read_shard(src)
+    if lo or hi is not None:
+        table = table.slice(lo, (table.num_rows if hi is None else hi) - lo)
+    text = table.column("text")
+    nonempty = arrow_ints(np.flatnonzero(numpy_ints(pc.binary_length(text)) > 0))  # a null text reads as 0
+    ids = table.column("id").take(nonempty).to_pylist()
+    keys = [doc_hash(seed, "val", i) for i in ids]
+    cut = val_fraction * _U64
+    is_val = np.fromiter((k < cut for k in keys), dtype=bool, count=len(keys))
+    toks, lens = load_encoder(tokenizer_path, num_threads).encode(text.take(nonempty))
+    tok_val = np.repeat(is_val, lens)
+    train = _framed(toks[~tok_val], lens[~is_val])
+    val = _framed(toks[tok_val], lens[is_val])
+    if len(train) or len(val):
+        np.concatenate((train, val)).astype(_spill_dtype(spill_path)).tofile(spill_path)
+    return {
+        "path": spill_path,
+        "empty": table.num_rows - len(ids),
+        "train_lengths": lens[~is_val] + 2,
+        "train_keys": np.array([k for k, v in zip(keys, is_val) if not v], dtype=np.uint64),
+        "val_lengths": lens[is_val] + 2,
+    }
+
+
+@dataclass
+class _Part:
+    """One input table's documents in its spill files (one per task slice): train (the domain's epochs read
+    these, one row group per table) and val. Per document: file index into `paths`, offset, length."""
+
+    paths: list[str]
+    file: np.ndarray  # spill file of each train document's chunk
+    offsets: np.ndarray  # start of each train document's chunk in its file (tokens)
+    lengths: np.ndarray  # tokens of each train document's chunk, BOS and EOS included
+    keys: np.ndarray  # seeded id hash of each train document
+    val_file: np.ndarray
+    val_offsets: np.ndarray
+    val_lengths: np.ndarray
+
+
+@dataclass
+class _Domain:
+    """Pass-1 result of one domain: its spill parts (those with train documents are the row groups), val stats."""
+
+    parts: list[_Part] = field(default_factory=list)
+    val_docs: int = 0
+    val_tokens: int = 0
+    val_rows: int = 0
+    val_tail_dropped: int = 0
+
+    @property
+    def groups(self) -> list[_Part]:
+        return [p for p in self.parts if len(p.lengths)]
+
+    @property
+    def doc_lengths(self) -> np.ndarray:
+        g = self.groups
+        return np.concatenate([p.lengths for p in g]) if g else np.zeros(0, np.int64)
+
+
+def _part_of(results: list[dict]) -> _Part:
+    """The part of one input table from the results of its slices (in order)."""
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("file", "off", "len", "keys", "vfile", "voff", "vlen")}
+    for f, r in enumerate(results):
+        tl, vl = r["train_lengths"], r["val_lengths"]
+        cols["file"].append(np.full(len(tl), f, np.int64))
+        cols["off"].append(np.cumsum(tl) - tl)
+        cols["len"].append(tl)
+        cols["keys"].append(r["train_keys"])
+        cols["vfile"].append(np.full(len(vl), f, np.int64))
+        cols["voff"].append(int(tl.sum()) + np.cumsum(vl) - vl)
+        cols["vlen"].append(vl)
+    c = {k: np.concatenate(v) for k, v in cols.items()}
+    return _Part([r["path"] for r in results], c["file"], c["off"], c["len"], c["keys"].astype(np.uint64),
+                 c["vfile"], c["voff"], c["vlen"])
+
+
+def _read(paths: list[str], files: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Chunks (file, offset, length) of spill files, concatenated."""
+    if not len(lengths):
+        return np.zeros(0, _TOKEN)
+    maps = {f: np.memmap(paths[f], dtype=_spill_dtype(paths[f]), mode="r") for f in np.unique(files).tolist()}
+    return np.concatenate([maps[f][o : o + n] for f, o, n in zip(files.tolist(), offsets.tolist(),
+                                                                  lengths.tolist())]).astype(_TOKEN)
+
+
+def _hold_out_lowest(dom: _Domain, stats: Counter) -> None:
+    """A domain without val documents gives its lowest-hash train document (and hash twins) to val.
+
+    The cut is the one a val_fraction just above that hash gives: keys below nextafter(float(min key))."""
+    keys = np.concatenate([p.keys for p in dom.parts]) if dom.parts else np.zeros(0, np.uint64)
+    if len(keys) < 2:
+        return
+    cut = float(np.nextafter(float(keys.min()), np.inf))
+    for p in dom.parts:
+        move = np.array([int(k) < cut for k in p.keys.tolist()], dtype=bool)
+        if move.any():
+            # val chunks are read from the train region where they already are
+            p.val_file, p.val_offsets, p.val_lengths = p.file[move], p.offsets[move], p.lengths[move]
+            p.file, p.offsets, p.lengths, p.keys = p.file[~move], p.offsets[~move], p.lengths[~move], p.keys[~move]
+    stats["val/min_one_doc_domains"] += 1
+
+
+def _pack_val(dom: _Domain, di: int, d: str, cfg: MixConfig, val_buf: _ShardBuffer, stats: Counter) -> None:
+    """Pack the domain's val chunks (input order) into pure rows, up to the per-domain cap; drop the tail."""
+    lengths = np.concatenate([p.val_lengths for p in dom.parts]) if dom.parts else np.zeros(0, np.int64)
+    starts = np.cumsum(lengths) - lengths
+    cap = cfg.val_max_tokens_per_domain or None
+    n_in = int(np.searchsorted(starts, cap, side="left")) if cap else len(lengths)
+    stats["dropped/val_over_cap"] += len(lengths) - n_in
+    stats["kept"] += n_in
+    total = int(lengths.sum()) if cap is None else min(int(lengths.sum()), cap)
+    n_rows = total // cfg.row_len
+    dom.val_docs, dom.val_tokens = n_in, total
+    dom.val_rows, dom.val_tail_dropped = n_rows, total - n_rows * cfg.row_len
+    stats[f"tokens/val/{d}"] += n_rows * cfg.row_len
+    if n_rows:
+        need = n_rows * cfg.row_len
+        stream, got = [], 0
+        for p in dom.parts:
+            if got >= need:
+                break
+            s = _read(p.paths, p.val_file, p.val_offsets, p.val_lengths)
+            stream.append(s[: need - got])
+            got += len(stream[-1])
+        val_buf.add(np.concatenate(stream).reshape(n_rows, cfg.row_len), np.full(n_rows, di, dtype=np.int64))
+
+
+def _pass1(tasks: Iterable[tuple[tuple, tuple]], processes: int) -> Iterator[tuple[tuple, dict]]:
+    """(task key, `_tokenize_part` result) per task, in task order."""
+    if processes <= 1:
+        for key, args in tasks:
+            yield key, _tokenize_part(*args)
+        return
+    tasks = list(tasks)
+    for (key, _), r in zip(tasks, _map(_tokenize_part, [args for _, args in tasks], processes)):
+        yield key, r
+
+
+class _ShardBuffer:
+    """Collects val rows and hands `rows_per_shard`-row tables to a writer."""
+
+    def __init__(self, write: Writer, rows_per_shard: int, domains: list[str]):
+        self.write, self.k, self.domains = write, rows_per_shard, domains
         self.rows: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
-        self.n = 0
-        self.shards = 0
-        self.total_rows = 0
+        self.n = self.shards = self.total_rows = 0
 
     def add(self, rows: np.ndarray, labels: np.ndarray) -> None:
         self.rows.append(rows)
         self.labels.append(labels)
         self.n += len(rows)
-        while self.n >= self.cfg.rows_per_shard:
-            self._flush(self.cfg.rows_per_shard)
+        while self.n >= self.k:
+            self._flush(self.k)
 
     def close(self) -> None:
         if self.n:
@@ -87,131 +352,19 @@ class _ShardBuffer:
 
     def _flush(self, k: int) -> None:
         rows, labels = np.concatenate(self.rows), np.concatenate(self.labels)
-        out_r, out_l = rows[:k], labels[:k]
         self.rows, self.labels, self.n = [rows[k:]], [labels[k:]], len(rows) - k
-        if self.shuffle:
-            perm = np.random.default_rng([self.cfg.seed, self.shards, 7]).permutation(k)
-            out_r, out_l = out_r[perm], out_l[perm]
-        self.write(rows_to_table(out_r, [self.domains[i] for i in out_l]))
+        self.write(rows_to_table(rows[:k], [self.domains[i] for i in labels[:k]]))
         self.shards += 1
         self.total_rows += k
 
 
-def _encode(sp, texts: list[str], cfg: MixConfig) -> list[list[int]]:
-    return sp.encode(texts, num_threads=cfg.num_threads) if texts else []
+# --- pass 2: mix and pack ----------------------------------------------------------------------------------------
 
 
-def _flatten(enc: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    lens = np.fromiter((len(e) for e in enc), dtype=np.int64, count=len(enc))
-    offsets = np.zeros(len(enc) + 1, dtype=np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    flat = np.fromiter(itertools.chain.from_iterable(enc), dtype=np.int32, count=int(offsets[-1]))
-    return flat, offsets
-
-
-class _DomainSpill:
-    """Pass-1 result of one domain: train token spill file, train doc lengths (with BOS/EOS), val stats."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.lengths: list[np.ndarray] = []  # per row group
-        self.keys: list[np.ndarray] = []  # seeded id hash per train document, per row group
-        self.val_docs = 0
-        self.val_tokens = 0
-        self.val_rows = 0
-        self.val_tail_dropped = 0
-
-    @property
-    def doc_lengths(self) -> np.ndarray:
-        return np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
-
-
-def _tokenize_domain(
-    d: str,
-    di: int,
-    tables: Iterable[pa.Table],
-    sp,
-    cfg: MixConfig,
-    spill_dir: str,
-    val_buf: _ShardBuffer,
-    stats: Counter,
-) -> _DomainSpill:
-    spill = _DomainSpill(os.path.join(spill_dir, f"{di:04d}.parquet"))
-    val_packer = RowPacker(cfg.row_len)
-    val_cap = cfg.val_max_tokens_per_domain or None
-    writer = pq.ParquetWriter(spill.path, _SPILL_SCHEMA, compression="zstd")
-    try:
-        for table in tables:
-            ids = table.column("id").to_pylist()
-            texts = table.column("text").to_pylist()
-            keep = [i for i, t in enumerate(texts) if t]
-            stats["dropped/empty_text"] += len(texts) - len(keep)
-            keys = {i: _doc_key(ids[i], cfg) for i in keep}
-            cut = cfg.val_fraction * _U64
-            val_i = [i for i in keep if keys[i] < cut]
-            train_i = [i for i in keep if keys[i] >= cut]
-            # val: pack this domain's documents into pure rows, up to the cap
-            for toks in _encode(sp, [texts[i] for i in val_i], cfg):
-                room = (val_cap - spill.val_tokens) if val_cap else None
-                if room is not None and room <= 0:
-                    stats["dropped/val_over_cap"] += 1
-                    continue
-                chunk = np.concatenate(([BOS_ID], np.asarray(toks, dtype=np.int32), [EOS_ID])).astype(np.int32)
-                if room is not None and len(chunk) > room:
-                    chunk = chunk[:room]
-                val_packer.add(chunk, di)
-                spill.val_docs += 1
-                spill.val_tokens += len(chunk)
-                stats["kept"] += 1
-                got = val_packer.rows()
-                if got is not None:
-                    val_buf.add(got[0], np.full(len(got[0]), di))
-                    spill.val_rows += len(got[0])
-            # train: spill tokens, remember lengths
-            if train_i:
-                flat, offsets = _flatten(_encode(sp, [texts[i] for i in train_i], cfg))
-                col = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat, type=pa.int32()))
-                writer.write_table(
-                    pa.Table.from_arrays([pa.array([ids[i] for i in train_i], pa.string()), col], schema=_SPILL_SCHEMA),
-                    row_group_size=len(train_i),
-                )
-                spill.lengths.append(np.diff(offsets) + 2)
-                spill.keys.append(np.array([keys[i] for i in train_i], dtype=np.uint64))
-    finally:
-        writer.close()
-    got = val_packer.rows(force=True)
-    if got is not None:
-        val_buf.add(got[0], np.full(len(got[0]), di))
-        spill.val_rows += len(got[0])
-    tail, _ = val_packer.tail()
-    spill.val_tail_dropped = len(tail)
-    stats[f"tokens/val/{d}"] += spill.val_tokens - len(tail)
-    return spill
-
-
-def _tokenize_domain_with_val(
-    d: str, di: int, tables: Callable[[], Iterable[pa.Table]], sp, cfg: MixConfig, spill_dir: str,
-    val_buf: _ShardBuffer, stats: Counter,
-) -> _DomainSpill:
-    """`_tokenize_domain`, but a domain of few documents whose hashes all miss val_fraction still gets one val
-    document (the lowest hash), so every domain has a val loss. Only such small domains are tokenized twice."""
-    first = Counter()
-    spill = _tokenize_domain(d, di, tables(), sp, cfg, spill_dir, val_buf, first)
-    keys = np.concatenate(spill.keys) if spill.keys else np.zeros(0, np.uint64)
-    if spill.val_docs or len(keys) < 2:
-        stats.update(first)
-        return spill
-    os.unlink(spill.path)
-    # A cut just above the smallest train key moves exactly that document (and its hash twins) to val.
-    cut = float(np.nextafter(float(keys.min()), np.inf)) / _U64
-    stats["val/min_one_doc_domains"] += 1
-    return _tokenize_domain(d, di, tables(), sp, dataclasses.replace(cfg, val_fraction=cut), spill_dir, val_buf, stats)
-
-
-def _partial_take(spill: _DomainSpill, plan: DomainPlan, d: str, cfg: MixConfig) -> np.ndarray:
+def _partial_take(dom: _Domain, plan: DomainPlan, d: str, cfg: MixConfig) -> np.ndarray:
     """Tokens taken from each document in the partial epoch: lowest seeded hashes first, the boundary one cut."""
-    lengths = spill.doc_lengths
-    h = _mix64(np.concatenate(spill.keys), doc_hash(cfg.seed, f"epoch{plan.full_epochs}", d))
+    lengths = dom.doc_lengths
+    h = _mix64(np.concatenate([p.keys for p in dom.groups]), doc_hash(cfg.seed, f"epoch{plan.full_epochs}", d))
     order = np.argsort(h, kind="stable")
     cum = np.cumsum(lengths[order])
     k = int(np.searchsorted(cum, plan.partial_tokens, side="left"))
@@ -221,108 +374,197 @@ def _partial_take(spill: _DomainSpill, plan: DomainPlan, d: str, cfg: MixConfig)
     return take
 
 
-def _domain_chunks(
-    spill: _DomainSpill, plan: DomainPlan, d: str, di: int, cfg: MixConfig, stats: Counter, used: np.ndarray
-) -> Iterator[np.ndarray]:
-    """`[BOS] doc [EOS]` chunks of one domain, epoch after epoch, summing to exactly plan.achieved_tokens."""
-    lengths = spill.doc_lengths
-    rg_starts = np.concatenate(([0], np.cumsum([len(x) for x in spill.lengths])))
+def _domain_sequence(dom: _Domain, plan: DomainPlan, d: str, cfg: MixConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(document index, tokens taken) of the domain's chunks in stream order, epoch after epoch."""
+    lengths = dom.doc_lengths
+    groups = dom.groups
+    rg_starts = np.concatenate(([0], np.cumsum([len(p.lengths) for p in groups])))
     epochs: list[np.ndarray] = [lengths] * plan.full_epochs
     if plan.partial_tokens:
-        epochs.append(_partial_take(spill, plan, d, cfg))
-    pf = pq.ParquetFile(spill.path)
+        epochs.append(_partial_take(dom, plan, d, cfg))
+    docs, takes = [], []
     for e, take in enumerate(epochs):
         rng = np.random.default_rng([cfg.seed, e, doc_hash(cfg.seed, "domain", d)])
-        for rg in rng.permutation(pf.num_row_groups):
+        for rg in rng.permutation(len(groups)):
             lo, hi = int(rg_starts[rg]), int(rg_starts[rg + 1])
-            part = take[lo:hi]
-            if not part.any():
+            if not take[lo:hi].any():
                 continue
-            col = pf.read_row_group(int(rg), columns=["ids"]).column("ids").combine_chunks()
-            offs = col.offsets.to_numpy()
-            vals = col.values.to_numpy(zero_copy_only=False)
-            for j in rng.permutation(hi - lo):
-                n = int(part[j])
-                if n == 0:
-                    continue
-                doc = np.empty(lengths[lo + j], dtype=np.int32)
-                doc[0], doc[-1] = BOS_ID, EOS_ID
-                doc[1:-1] = vals[offs[j] : offs[j + 1]]
-                if n < len(doc):
-                    stats["docs/truncated"] += 1
-                used[lo + j] = True
-                stats[f"docs/train/{d}"] += 1
-                yield doc[:n]
+            sel = lo + rng.permutation(hi - lo)
+            n = take[sel]
+            docs.append(sel[n > 0])
+            takes.append(n[n > 0])
+    if not docs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(docs), np.concatenate(takes)
+
+
+def _train_shard(s: int, paths: list[str], c_file: np.ndarray, c_off: np.ndarray, c_start: np.ndarray,
+                 c_n: np.ndarray, c_dom: np.ndarray, t0: int, t1: int, total: int, row_len: int,
+                 domains: list[str], seed: int) -> pa.Table:
+    """Train shard s: stream tokens [t0, t1) (padded past `total`) from the chunks overlapping it, as rows with
+    majority-domain labels, shuffled by the shard's seeded permutation."""
+    toks = np.full(t1 - t0, PAD_ID, dtype=_TOKEN)
+    lo = np.maximum(c_start, t0)
+    hi = np.minimum(c_start + c_n, min(t1, total))
+    n = hi - lo
+    src = c_off + (lo - c_start)
+    dst = lo - t0
+    by_file = np.argsort(c_file, kind="stable")
+    cuts = np.flatnonzero(np.diff(c_file[by_file])) + 1
+    for sel in np.split(by_file, cuts):
+        path = paths[int(c_file[sel[0]])]
+        mm = np.memmap(path, dtype=_spill_dtype(path), mode="r")
+        ns = n[sel]
+        ends = np.cumsum(ns)
+        shift = np.repeat(ends - ns, ns)
+        pos = np.arange(int(ends[-1]), dtype=np.int64) - shift
+        toks[np.repeat(dst[sel], ns) + pos] = mm[np.repeat(src[sel], ns) + pos]
+    k = (t1 - t0) // row_len
+    # tokens of each domain in each row, from the chunks' pieces (a chunk spans one row or a few), pad uncounted
+    r0, r1 = dst // row_len, (dst + n - 1) // row_len
+    span = r1 - r0 + 1
+    row = np.repeat(r0, span) + (np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span))
+    a, b = np.repeat(dst, span), np.repeat(dst + n, span)
+    inside = np.minimum(b, (row + 1) * row_len) - np.maximum(a, row * row_len)
+    n_dom = len(domains)
+    counts = np.bincount(row * n_dom + np.repeat(c_dom.astype(np.int64), span), weights=inside,
+                         minlength=k * n_dom).reshape(k, n_dom)
+    rows, labels = toks.reshape(k, row_len), counts.argmax(axis=1)  # ties: the first domain, as majority_domain
+    perm = np.random.default_rng([seed, s, 7]).permutation(k)
+    return rows_to_table(rows[perm], [domains[i] for i in labels[perm]])
+
+
+# --- the stage ---------------------------------------------------------------------------------------------------
 
 
 def build_token_shards(
-    domain_doc_iters: dict[str, Callable[[], Iterable[pa.Table]]],
+    domain_doc_iters: dict[str, Callable[[], Iterable[Source]]],
     tokenizer_path: str | os.PathLike,
     cfg: MixConfig,
     writer_train: Writer,
     writer_val: Writer,
     stats: Counter,
     work_dir: str | os.PathLike | None = None,
+    processes: int = 1,
 ) -> dict:
     """Mix, tokenise and pack the domains into TOKEN_SCHEMA tables handed to writer_train / writer_val.
 
-    `domain_doc_iters[d]()` yields the domain's document tables (columns id, text); it is called once.
-    Domains with weight 0 (or missing from cfg.weights) are not read. Token spills go under `work_dir`
-    (a temporary directory by default, removed at the end). Returns the metadata described in the module doc.
-    """
+    `domain_doc_iters[d]()` yields the domain's document tables (columns id, text) or the paths of Parquet shards
+    holding them; it is called once. With processes > 1 the sources of all domains are listed up front, so pass
+    paths (each worker reads its shard) to keep memory bounded. Domains with weight 0 (or missing from
+    cfg.weights) are not read. Token spills go under `work_dir` (a temporary directory by default, removed at
+    the end). `processes` (0 = all cores) worker processes tokenise and pack; the output does not depend on it.
+    Returns the metadata described in the module doc."""
     unknown = sorted(set(cfg.weights) - set(domain_doc_iters))
     if unknown:
         raise ValueError(f"mix.weights: unknown domains {unknown} (available: {sorted(domain_doc_iters)})")
+    tokenizer_path = str(tokenizer_path)
     sp = load_tokenizer(tokenizer_path)
     if (sp.pad_id(), sp.bos_id(), sp.eos_id()) != (PAD_ID, BOS_ID, EOS_ID):
         raise ValueError(f"tokenizer {tokenizer_path}: pad/bos/eos ids are not {(PAD_ID, BOS_ID, EOS_ID)}")
+    processes = processes or os.cpu_count() or 1
+    threads = cfg.num_threads if processes <= 1 else 1
     domains = sorted(d for d in domain_doc_iters if cfg.weights.get(d, 0) > 0)
     skipped = sorted(set(domain_doc_iters) - set(domains))
-    val_buf = _ShardBuffer(writer_val, cfg, domains, "val", shuffle=False)
-    train_buf = _ShardBuffer(writer_train, cfg, domains, "train", shuffle=True)
+    n_dom = len(domains)
+    R, L = cfg.rows_per_shard, cfg.row_len
 
     with tempfile.TemporaryDirectory(prefix="plasma-mix-", dir=work_dir) as spill_dir:
-        spills = {
-            d: _tokenize_domain_with_val(d, di, domain_doc_iters[d], sp, cfg, spill_dir, val_buf, stats)
-            for di, d in enumerate(domains)
-        }
+        # pass 1: tokenise every table, domain after domain; a domain is complete when the next one's results come
+        spills: dict[str, _Domain] = {d: _Domain() for d in domains}
+        val_buf = _ShardBuffer(writer_val, R, domains)
+        done = 0
+        slices: list[dict] = []
+
+        def finish(di: int) -> None:
+            d, dom = domains[di], spills[domains[di]]
+            if not any(len(p.val_lengths) for p in dom.parts):
+                _hold_out_lowest(dom, stats)
+            _pack_val(dom, di, d, cfg, val_buf, stats)
+
+        ext = ".u16" if sp.get_piece_size() <= 1 << 16 else ".i32"
+        tasks = _tasks(domain_doc_iters, domains, (tokenizer_path, cfg.seed, cfg.val_fraction, threads), spill_dir, ext)
+        for (di, _, j, m), r in _pass1(tasks, processes):
+            while done < di:
+                finish(done)
+                done += 1
+            stats["dropped/empty_text"] += r["empty"]
+            slices.append(r)
+            if j == m - 1:
+                spills[domains[di]].parts.append(_part_of(slices))
+                slices = []
+        while done < n_dom:
+            finish(done)
+            done += 1
         val_buf.close()
+        _LAST_READ[:] = [None, None]
+
         plans = plan_mix({d: int(s.doc_lengths.sum()) for d, s in spills.items()}, cfg)
         for d, p in plans.items():
             if p.capped:
                 stats["warning/epoch_cap"] += 1
                 stats[f"warning/epoch_cap/{d}"] += 1
 
-        # Stride scheduling: always extend the domain that is furthest behind its share of the budget.
-        used = {d: np.zeros(len(spills[d].doc_lengths), dtype=bool) for d in domains}
-        streams = {d: _domain_chunks(spills[d], plans[d], d, di, cfg, stats, used[d]) for di, d in enumerate(domains)}
-        placed = dict.fromkeys(domains, 0)
-        heap = [(0.0, di, d) for di, d in enumerate(domains) if plans[d].achieved_tokens > 0]
-        heapq.heapify(heap)
-        packer = RowPacker(cfg.row_len)
-        n_dom = len(domains)
-        while heap:
-            _, di, d = heapq.heappop(heap)
-            chunk = next(streams[d], None)
-            if chunk is None:
+        # pass 2: every domain's chunk sequence, merged by the stride scheduler's order
+        paths: list[str] = []
+        seq_file, seq_off, seq_n, seq_dom, seq_key = [], [], [], [], []
+        used: dict[str, np.ndarray] = {}
+        per_dom_chunks: dict[str, int] = {}
+        truncated = 0
+        for di, d in enumerate(domains):
+            dom, plan = spills[d], plans[d]
+            groups = dom.groups
+            lengths = dom.doc_lengths
+            used[d] = np.zeros(len(lengths), dtype=bool)
+            per_dom_chunks[d] = 0
+            if plan.achieved_tokens <= 0:
                 continue
-            packer.add(chunk, di)
-            placed[d] += len(chunk)
-            heapq.heappush(heap, (placed[d] / plans[d].achieved_tokens, di, d))
-            got = packer.rows()
-            if got is not None:
-                train_buf.add(got[0], majority_domain(got[1], n_dom))
-        got = packer.rows(force=True)
-        if got is not None:
-            train_buf.add(got[0], majority_domain(got[1], n_dom))
-        tail, tail_dom = packer.tail()
-        pad = 0
-        if len(tail):
-            pad = cfg.row_len - len(tail)
-            row = np.concatenate((tail, np.full(pad, PAD_ID, np.int32)))[None, :]
-            doms = np.concatenate((tail_dom, np.full(pad, -1, np.int16)))[None, :]
-            train_buf.add(row, majority_domain(doms, n_dom))
-        train_buf.close()
+            docs, n = _domain_sequence(dom, plan, d, cfg)
+            used[d][docs] = True
+            per_dom_chunks[d] = len(docs)
+            truncated += int((n < lengths[docs]).sum())
+            doc_file = []
+            for p in groups:  # global spill file index of every train document
+                doc_file.append(len(paths) + p.file)
+                paths.extend(p.paths)
+            seq_file.append(np.concatenate(doc_file)[docs])
+            seq_off.append(np.concatenate([p.offsets for p in groups])[docs])
+            seq_n.append(n)
+            seq_dom.append(np.full(len(docs), di, dtype=np.int16))
+            seq_key.append((np.cumsum(n) - n) / plan.achieved_tokens)
+        placed = {d: 0 for d in domains}
+        n_rows = pad = 0
+        rows_train = shards_train = 0
+        if seq_n:
+            key, dom_ix = np.concatenate(seq_key), np.concatenate(seq_dom)
+            order = np.lexsort((dom_ix, key))
+            c_file = np.concatenate(seq_file)[order]
+            c_off = np.concatenate(seq_off)[order]
+            c_n = np.concatenate(seq_n)[order]
+            c_dom = dom_ix[order]
+            c_start = np.cumsum(c_n) - c_n
+            total = int(c_n.sum())
+            for di, d in enumerate(domains):
+                placed[d] = int(c_n[c_dom == di].sum())
+            n_rows = -(-total // L)
+            pad = n_rows * L - total
+            c_end = c_start + c_n
+
+            def shard_tasks():
+                for s in range(-(-n_rows // R)):
+                    t0, t1 = s * R * L, min((s + 1) * R, n_rows) * L
+                    i0 = int(np.searchsorted(c_end, t0, side="right"))
+                    i1 = int(np.searchsorted(c_start, t1, side="left"))
+                    files, local = np.unique(c_file[i0:i1], return_inverse=True)
+                    yield (s, [paths[f] for f in files], local, c_off[i0:i1], c_start[i0:i1], c_n[i0:i1],
+                           c_dom[i0:i1], t0, t1, total, L, domains, cfg.seed)
+
+            # Packing costs ~20 ns a token: a pool pays for its start only on big outputs of several shards.
+            pool = processes if -(-n_rows // R) > 1 and total >= _POOL_PACK_TOKENS else 1
+            for table in _map(_train_shard, shard_tasks(), pool):
+                writer_train(table)
+                rows_train += table.num_rows
+                shards_train += 1
 
     for d in domains:
         if placed[d] != plans[d].achieved_tokens:  # an internal invariant, not a data condition
@@ -332,7 +574,11 @@ def build_token_shards(
         stats["kept"] += n_used
         stats["dropped/not_sampled"] += n_docs - n_used
         stats[f"tokens/train/{d}"] += placed[d]
-    stats["rows/train"] += train_buf.total_rows
+        if per_dom_chunks[d]:
+            stats[f"docs/train/{d}"] += per_dom_chunks[d]
+    if truncated:
+        stats["docs/truncated"] += truncated
+    stats["rows/train"] += rows_train
     stats["rows/val"] += val_buf.total_rows
     stats["tokens/pad"] += pad
 
@@ -342,7 +588,7 @@ def build_token_shards(
         per_domain[d] = {
             **p.as_dict(),
             "docs_available": int(len(s.doc_lengths)),
-            "docs_used": int(stats[f"docs/train/{d}"]),
+            "docs_used": per_dom_chunks[d],
             "unique_docs_used": int(used[d].sum()),
             "val_docs": s.val_docs,
             "val_tokens": s.val_tokens - s.val_tail_dropped,
@@ -359,9 +605,9 @@ def build_token_shards(
         "epochs_per_domain": {d: round(plans[d].epochs, 6) for d in domains},
         "capped_domains": [d for d in domains if plans[d].capped],
         "val_tokens_per_domain": {d: per_domain[d]["val_tokens"] for d in domains},
-        "rows_train": train_buf.total_rows,
+        "rows_train": rows_train,
         "rows_val": val_buf.total_rows,
-        "shards_train": train_buf.shards,
+        "shards_train": shards_train,
         "shards_val": val_buf.shards,
         "pad_tokens": pad,
         "skipped_domains": skipped,

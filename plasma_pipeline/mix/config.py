@@ -16,7 +16,7 @@ class MixConfig:
     max_epochs: float = 4.0  # upsampling cap: a domain's documents are repeated at most this many times
     seed: int = 0  # seed of the val split, the per-epoch document orders and the row shuffle
     rows_per_shard: int = 8192  # rows per table handed to a writer; also the train row shuffle buffer
-    num_threads: int = 2  # SentencePiece encode threads
+    num_threads: int = 2  # SentencePiece threads for new parts when build_token_shards runs in one process (workers: 1)
 
     def __post_init__(self) -> None:
         if not isinstance(self.weights, dict) or not self.weights:

@@ -52,9 +52,15 @@ def majority_domain(dom_rows: np.ndarray, n_domains: int) -> np.ndarray:
 
 
 def rows_to_table(rows: np.ndarray, domains: list[str]) -> pa.Table:
-    """A TOKEN_SCHEMA table from a (n, row_len) int array and the n row domain names."""
+    """A TOKEN_SCHEMA table from a (n, row_len) int array and the n row domain names (built from buffers, so
+    a fresh worker process does not import pandas through pa.array)."""
+    from plasma_pipeline.tokenizer.encode import arrow_strings
+
     n, row_len = rows.shape
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * row_len, type=pa.int32())
-    values = pa.array(np.ascontiguousarray(rows, dtype=np.int32).reshape(-1), type=pa.int32())
-    ids = pa.ListArray.from_arrays(offsets, values)
-    return pa.Table.from_arrays([ids, pa.array(domains, type=pa.string())], schema=TOKEN_SCHEMA)
+    offsets = np.arange(n + 1, dtype=np.int32) * row_len
+    values = np.ascontiguousarray(rows, dtype=np.int32).reshape(-1)
+    ids = pa.ListArray.from_arrays(
+        pa.Array.from_buffers(pa.int32(), n + 1, [None, pa.py_buffer(offsets)]),
+        pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(values)]),
+    )
+    return pa.Table.from_arrays([ids, arrow_strings(domains)], schema=TOKEN_SCHEMA)

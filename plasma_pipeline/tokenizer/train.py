@@ -1,11 +1,17 @@
 """Stage 6: train a SentencePiece BPE tokenizer (byte fallback, reserved chat tokens) on a domain-balanced sample.
 
-Sampling is deterministic and streaming: each document gets a seeded 64-bit hash of its id, and per domain we keep
-the lowest-hash documents (a bounded max-heap) until the domain's character budget is filled. The budget is split
+Sampling is deterministic and streaming with bounded memory: each document gets a seeded 64-bit hash of its id,
+and per domain we keep the lowest-hash documents (a bounded max-heap of hashes and file offsets; the texts of the
+candidates go to a spill file in the work dir) until the domain's character budget is filled. The budget is split
 across domains by `sample_weights` (equal when empty), so a small domain is not drowned by a big one; a domain
 with fewer characters than its share contributes all it has (no redistribution, visible in the metadata). One
 document in EVAL_EVERY (by a second id hash) is never trained on; the lowest-hash of those, up to
 `eval_chars_per_domain` per domain, measure bytes per token per domain on held-out text.
+
+The sample is streamed to a text file in the work dir (domains interleaved document by document, one training
+line per line), and SentencePiece reads that file with `input_sentence_size` set to its line count: memory is
+bounded by `sample_chars`, never by the corpus. (HF `tokenizers` BPE was measured on the same sample with the same
+piece constraints: within 2% bytes per token on every domain, but slower to train; see benchmarks/tokenize_bench.py.)
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import os
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -108,44 +115,71 @@ def _domain_budgets(domains: list[str], cfg: TokenizerConfig) -> dict[str, int]:
 
 
 class _BottomK:
-    """Lowest-hash documents whose texts add up to at least `budget` chars.
+    """Lowest-hash documents whose texts add up to at least `budget` chars, texts spilled to a file.
 
-    A max-heap on the hash holds the candidates; the highest-hash one is evicted while the rest still fill the
-    budget, so memory stays at about `budget` characters plus one document, whatever the stream length.
+    A max-heap on the hash holds (hash, id, file offset, bytes, chars) of the candidates; the highest-hash one is
+    evicted while the rest still fill the budget, so memory stays at a few tuples per kept document whatever the
+    stream length. Candidate texts are appended to `spill` (evicted ones stay there as garbage: a stream of N
+    documents pushes about k(1 + ln(N / k)) of them for k kept).
     """
 
-    def __init__(self, budget: int):
-        self.budget, self.chars, self.heap = budget, 0, []  # heap of (-hash, id, text)
+    def __init__(self, budget: int, spill: str | os.PathLike):
+        self.budget, self.chars, self.heap = budget, 0, []  # heap of (-hash, id, offset, nbytes, nchars)
+        self.path = str(spill)
+        self._f = open(self.path, "wb")
+        self._end = 0
 
     def push(self, h: int, doc_id: str, text: str) -> None:
         if self.budget <= 0 or (self.heap and self.chars >= self.budget and h > -self.heap[0][0]):
             return
-        heapq.heappush(self.heap, (-h, doc_id, text))
+        data = text.encode("utf-8")
+        self._f.write(data)
+        heapq.heappush(self.heap, (-h, doc_id, self._end, len(data), len(text)))
+        self._end += len(data)
         self.chars += len(text)
-        while self.heap and self.chars - len(self.heap[0][2]) >= self.budget:
-            self.chars -= len(heapq.heappop(self.heap)[2])
+        while self.heap and self.chars - self.heap[0][4] >= self.budget:
+            self.chars -= heapq.heappop(self.heap)[4]
 
-    def texts(self) -> list[str]:
-        return [t for _, _, t in sorted(self.heap, key=lambda x: -x[0])]
+    def __len__(self) -> int:
+        return len(self.heap)
+
+    def texts(self) -> Iterator[str]:
+        """The kept texts, lowest hash first, read back from the spill file."""
+        if not self._f.closed:
+            self._f.flush()
+        with open(self.path, "rb") as f:
+            for _, _, off, n, _ in sorted(self.heap, key=lambda x: -x[0]):
+                f.seek(off)
+                yield f.read(n).decode("utf-8")
+
+    def close(self) -> None:
+        self._f.close()
 
 
 def _sample_domain(
-    tables: Iterable[pa.Table], budget: int, eval_budget: int, seed: int, domain: str, stats: Counter
-) -> tuple[list[str], list[str]]:
-    """(train sample, held-out eval docs) of one domain in one pass.
+    tables: Iterable[pa.Table], budget: int, eval_budget: int, seed: int, domain: str, stats: Counter,
+    spill_dir: str | os.PathLike,
+) -> tuple[_BottomK, _BottomK]:
+    """(train sample, held-out eval docs) of one domain in one pass, texts spilled under spill_dir.
 
     One document in EVAL_EVERY (by a second seeded hash) is an eval candidate, the rest train candidates;
     each side takes its own lowest-hash documents up to its budget, so the two sets never overlap.
     """
-    train, held_out = _BottomK(budget), _BottomK(eval_budget)
-    for table in tables:
-        for doc_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist()):
-            stats["tokenizer/docs_seen"] += 1
-            if not text:
-                continue
-            side = held_out if doc_hash(seed, f"tokeval:{domain}", doc_id) % EVAL_EVERY == 0 else train
-            side.push(doc_hash(seed, f"tok:{domain}", doc_id), doc_id, text)
-    return train.texts(), held_out.texts()
+    key = hashlib.blake2b(domain.encode(), digest_size=6).hexdigest()
+    train = _BottomK(budget, Path(spill_dir) / f"train-{key}.txt")
+    held_out = _BottomK(eval_budget, Path(spill_dir) / f"eval-{key}.txt")
+    try:
+        for table in tables:
+            for doc_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist()):
+                stats["tokenizer/docs_seen"] += 1
+                if not text:
+                    continue
+                side = held_out if doc_hash(seed, f"tokeval:{domain}", doc_id) % EVAL_EVERY == 0 else train
+                side.push(doc_hash(seed, f"tok:{domain}", doc_id), doc_id, text)
+    finally:
+        train.close()
+        held_out.close()
+    return train, held_out
 
 
 def _training_lines(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
@@ -162,6 +196,30 @@ def _training_lines(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
                     yield line[i : i + step]
 
 
+def _write_sample(samples: list[_BottomK], path: Path, max_bytes: int) -> tuple[int, int]:
+    """Stream the samples to `path`, domains interleaved document by document (so the trainer never sees one
+    domain as a long block), one training line per line; returns (lines, bytes)."""
+    lines = nbytes = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        iters = [s.texts() for s in samples if len(s)]
+        while iters:
+            alive = []
+            for it in iters:
+                doc = next(it, None)
+                if doc is not None:
+                    alive.append(it)
+                    for line in _training_lines([doc], max_bytes):
+                        line = line.rstrip("\r")  # what SentencePiece's sentence_iterator did; its file reader won't
+                        if not line:
+                            continue
+                        f.write(line)
+                        f.write("\n")
+                        lines += 1
+                        nbytes += len(line.encode("utf-8")) + 1
+            iters = alive
+    return lines, nbytes
+
+
 # --- training ------------------------------------------------------------------------------------------------
 
 
@@ -170,52 +228,52 @@ def train_tokenizer(
     cfg: TokenizerConfig,
     out_dir: str | os.PathLike,
     stats: Counter,
+    work_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Train on a domain-balanced sample of `domain_tables`; write out_dir/tokenizer.model and .vocab.
 
     `domain_tables` maps a domain (source) name to an iterable of tables with at least `id` and `text`.
-    Returns metadata: sizes of the sample per domain, bytes per token per domain on held-out documents,
-    the special-token ids, and the vocabulary size.
+    The sample's spill files and the training text file go under `work_dir` (a temporary directory by default,
+    removed at the end). Returns metadata: sizes of the sample per domain, bytes per token per domain on held-out
+    documents, the special-token ids, and the vocabulary size.
     """
-    import sentencepiece as spm
-
     if not domain_tables:
         raise ValueError("train_tokenizer: no domains given")
+    with tempfile.TemporaryDirectory(prefix="plasma-tok-", dir=work_dir) as tmp:
+        return _train(domain_tables, cfg, Path(out_dir), stats, Path(tmp))
+
+
+def _train(domain_tables: dict[str, Iterable[pa.Table]], cfg: TokenizerConfig, out: Path, stats: Counter,
+           tmp: Path) -> dict:
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
     domains = sorted(domain_tables)
     budgets = _domain_budgets(domains, cfg)
-    train_texts: dict[str, list[str]] = {}
-    eval_texts: dict[str, list[str]] = {}
+    train: dict[str, _BottomK | None] = {}
+    held: dict[str, _BottomK | None] = {}
     for d in domains:
         if budgets[d] <= 0:
-            train_texts[d], eval_texts[d] = [], []
+            train[d] = held[d] = None
             continue
-        tr, ev = _sample_domain(domain_tables[d], budgets[d], cfg.eval_chars_per_domain, cfg.seed, d, stats)
-        train_texts[d], eval_texts[d] = tr, ev
+        tr, ev = _sample_domain(domain_tables[d], budgets[d], cfg.eval_chars_per_domain, cfg.seed, d, stats, tmp)
+        train[d], held[d] = tr, ev
         stats["tokenizer/sample_docs"] += len(tr)
         stats["tokenizer/eval_docs"] += len(ev)
-        stats[f"tokenizer/sample_chars/{d}"] += sum(map(len, tr))
-    if not any(train_texts.values()):
+        stats[f"tokenizer/sample_chars/{d}"] += sum(x[4] for x in tr.heap)
+    if not any(train[d] is not None and len(train[d]) for d in domains):
         raise ValueError("train_tokenizer: the sample is empty (no non-empty documents in any domain)")
 
-    out = Path(out_dir)
+    sample_path = tmp / "sample.txt"
+    n_lines, n_bytes = _write_sample([train[d] for d in domains if train[d] is not None], sample_path,
+                                     cfg.max_sentence_length)
+    stats["tokenizer/sample_lines"] += n_lines
     out.mkdir(parents=True, exist_ok=True)
     prefix = out / "tokenizer"
 
-    def sentences() -> Iterator[str]:
-        # Domains interleaved document by document, so the trainer never sees one domain as a long block.
-        iters = [iter(train_texts[d]) for d in domains if train_texts[d]]
-        while iters:
-            alive = []
-            for it in iters:
-                doc = next(it, None)
-                if doc is not None:
-                    alive.append(it)
-                    yield from _training_lines([doc], cfg.max_sentence_length)
-            iters = alive
-
     t0 = time.perf_counter()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=sentences(),
+        input=str(sample_path),
         model_prefix=str(prefix),
         model_type=cfg.model_type,
         vocab_size=cfg.vocab_size,
@@ -236,7 +294,8 @@ def train_tokenizer(
         remove_extra_whitespaces=False,
         allow_whitespace_only_pieces=True,
         max_sentence_length=cfg.max_sentence_length,
-        input_sentence_size=0,
+        # The file holds the whole capped sample (sample_chars): load exactly its lines, no resampling.
+        input_sentence_size=n_lines,
         shuffle_input_sentence=False,
         num_threads=cfg.num_threads,
         hard_vocab_limit=False,  # tiny samples may not support the full vocab; metadata says what was reached
@@ -244,6 +303,13 @@ def train_tokenizer(
     )
     train_s = time.perf_counter() - t0
     model_path = prefix.with_suffix(".model")
+    # The model embeds its training paths; pin them so the same sample gives the same bytes in any folder.
+    proto = pb.ModelProto()
+    proto.ParseFromString(model_path.read_bytes())
+    del proto.trainer_spec.input[:]
+    proto.trainer_spec.input.append("sample.txt")
+    proto.trainer_spec.model_prefix = "tokenizer"
+    model_path.write_bytes(proto.SerializeToString())
     sp = spm.SentencePieceProcessor(model_file=str(model_path))
 
     special_ids = verify_special_tokens(sp)
@@ -251,16 +317,19 @@ def train_tokenizer(
     bytes_per_token: dict[str, float] = {}
     eval_bytes: dict[str, int] = {}
     eval_tokens: dict[str, int] = {}
+    eval_docs: dict[str, int] = {}
     for d in domains:
-        if not eval_texts[d]:
+        texts = list(held[d].texts()) if held[d] is not None else []
+        eval_docs[d] = len(texts)
+        if not texts:
             continue
-        enc = sp.encode(eval_texts[d], num_threads=cfg.num_threads)
-        nb = sum(len(t.encode("utf-8")) for t in eval_texts[d])
+        enc = sp.encode(texts, num_threads=cfg.num_threads)
+        nb = sum(len(t.encode("utf-8")) for t in texts)
         nt = sum(map(len, enc))
         eval_bytes[d], eval_tokens[d] = nb, nt
         bytes_per_token[d] = round(nb / max(nt, 1), 4)
-    n_sample_docs = sum(map(len, train_texts.values()))
-    stats["kept"] += n_sample_docs
+    sample_docs = {d: len(train[d]) if train[d] is not None else 0 for d in domains}
+    stats["kept"] += sum(sample_docs.values())
     return {
         "model_path": str(model_path),
         "vocab_size": sp.get_piece_size(),
@@ -270,9 +339,12 @@ def train_tokenizer(
         "eval_bytes_per_domain": eval_bytes,
         "eval_tokens_per_domain": eval_tokens,
         "sample_chars_budget_per_domain": budgets,
-        "sample_chars_per_domain": {d: sum(map(len, train_texts[d])) for d in domains},
-        "sample_docs_per_domain": {d: len(train_texts[d]) for d in domains},
-        "eval_docs_per_domain": {d: len(eval_texts[d]) for d in domains},
+        "sample_chars_per_domain": {d: sum(x[4] for x in train[d].heap) if train[d] is not None else 0
+                                    for d in domains},
+        "sample_docs_per_domain": sample_docs,
+        "eval_docs_per_domain": eval_docs,
+        "sample_lines": n_lines,
+        "sample_file_bytes": n_bytes,
         "sampling": "equal chars per domain" if not cfg.sample_weights else "chars per domain by sample_weights",
         "train_seconds": round(train_s, 3),
     }

@@ -107,15 +107,70 @@ def test_sample_weights_shift_the_sample(tmp_path):
     assert meta["sample_chars_per_domain"]["wiki"] > 2.5 * meta["sample_chars_per_domain"]["dialog"]
 
 
-def test_training_is_deterministic(tmp_path):
+def test_training_is_deterministic_in_any_folder(tmp_path):
     tables = lambda: {"dialog": [corpora.dialog()], "code": [corpora.code()]}  # noqa: E731
     cfg = TokenizerConfig(**{**SMALL, "vocab_size": 800, "sample_chars": 200_000})
-    m1 = train_tokenizer(tables(), cfg, tmp_path, Counter())
-    first = (tmp_path / "tokenizer.model").read_bytes()  # the model embeds its output path: same folder twice
-    m2 = train_tokenizer(tables(), cfg, tmp_path, Counter())
-    assert (tmp_path / "tokenizer.model").read_bytes() == first
-    m1.pop("train_seconds"), m2.pop("train_seconds")
+    m1 = train_tokenizer(tables(), cfg, tmp_path / "a", Counter())
+    m2 = train_tokenizer(tables(), cfg, tmp_path / "b", Counter(), work_dir=tmp_path)
+    # the model records its training paths: pinned, so the same sample gives the same bytes (and version id)
+    assert (tmp_path / "a/tokenizer.model").read_bytes() == (tmp_path / "b/tokenizer.model").read_bytes()
+    for m in (m1, m2):
+        m.pop("train_seconds"), m.pop("model_path")
     assert m1 == m2
+    assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob("plasma-tok-*"))  # work dir cleaned
+
+
+def test_crlf_line_ends_train_the_same_model_as_lf(tmp_path):
+    """SentencePiece's sentence iterator dropped a line's trailing CRs; its file reader keeps them, so the sample
+    writer drops them: a CRLF corpus gives the tokenizer it always gave."""
+    import pyarrow as pa
+
+    dialog = corpora.dialog()
+    crlf = dialog.set_column(1, "text", pa.array([t.replace("\n", "\r\n") for t in dialog["text"].to_pylist()]))
+    cfg = TokenizerConfig(**{**SMALL, "vocab_size": 600, "sample_chars": 1_000_000})  # all of it, CRs or not
+    train_tokenizer({"dialog": [dialog]}, cfg, tmp_path / "lf", Counter())
+    train_tokenizer({"dialog": [crlf]}, cfg, tmp_path / "crlf", Counter())
+    assert (tmp_path / "lf/tokenizer.vocab").read_text() == (tmp_path / "crlf/tokenizer.vocab").read_text()
+
+
+def test_sentencepiece_reads_the_streamed_sample_file(trained):
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    out, meta, stats = trained
+    proto = pb.ModelProto()
+    proto.ParseFromString((out / "tokenizer.model").read_bytes())
+    assert list(proto.trainer_spec.input) == ["sample.txt"]
+    # it loads exactly the lines of the capped sample, nothing resampled
+    assert proto.trainer_spec.input_sentence_size == meta["sample_lines"] == stats["tokenizer/sample_lines"] > 1000
+    chars = sum(meta["sample_chars_per_domain"].values())
+    assert chars <= meta["sample_file_bytes"] <= 1.2 * chars  # one line per line of text, mostly ASCII
+    assert not list(out.glob("*.txt"))  # the sample lives in the work dir, not in the published folder
+
+
+def test_sampling_memory_does_not_grow_with_the_sample(tmp_path):
+    """The kept documents' texts are on disk: Python memory holds a few tuples per document, not the texts."""
+    import tracemalloc
+
+    import pyarrow as pa
+
+    from plasma_pipeline.tokenizer.train import _sample_domain
+
+    words = corpora.wiki(400).column("text").to_pylist()
+
+    def stream(n_tables=40, docs=500):
+        for k in range(n_tables):
+            texts = [words[(k * docs + i) % len(words)] * 3 for i in range(docs)]
+            yield pa.table({"id": [f"d{k}-{i}" for i in range(docs)], "text": texts})
+
+    total = sum(t.column("text").nbytes for t in stream())  # about 30 MB of text
+    tracemalloc.start()
+    train, held = _sample_domain(stream(), total // 2, 100_000, 0, "wiki", Counter(), tmp_path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    kept = sum(x[4] for x in train.heap)
+    assert kept >= total // 2 > 10_000_000
+    assert peak < kept / 2, (peak, kept)  # the texts kept are not in memory (held there, they would be > kept)
+    assert sum(map(len, train.texts())) == kept
 
 
 @pytest.mark.parametrize(
@@ -140,13 +195,17 @@ def test_unknown_sample_weight_domain_is_rejected(tmp_path):
         train_tokenizer({"dialog": [corpora.dialog()]}, cfg, tmp_path, Counter())
 
 
-def test_sample_is_disjoint_from_held_out_and_independent_of_batching():
+def test_sample_is_disjoint_from_held_out_and_independent_of_batching(tmp_path):
     from plasma_pipeline.tokenizer.train import _sample_domain
 
+    def sample(tables, seed=0):
+        tr, ev = _sample_domain(tables, 150_000, 30_000, seed, "wiki", Counter(), tmp_path)
+        return list(tr.texts()), list(ev.texts())
+
     wiki = corpora.wiki()
-    tr, ev = _sample_domain([wiki], 150_000, 30_000, 0, "wiki", Counter())
+    tr, ev = sample([wiki])
     assert not set(tr) & set(ev)
     assert sum(map(len, tr)) >= 150_000 and sum(map(len, ev)) >= 30_000
     reversed_batches = _batches(wiki, 97)[::-1]
-    assert _sample_domain(reversed_batches, 150_000, 30_000, 0, "wiki", Counter()) == (tr, ev)
-    assert _sample_domain([wiki], 150_000, 30_000, 1, "wiki", Counter())[0] != tr  # the seed matters
+    assert sample(reversed_batches) == (tr, ev)
+    assert sample([wiki], seed=1)[0] != tr  # the seed matters
