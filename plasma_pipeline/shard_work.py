@@ -13,6 +13,7 @@ Layout: `<asset>/work/shard-cache/<key>.parquet` + `<key>.json` ({rows, bytes, s
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -68,16 +69,26 @@ class ShardResult:
     reused: bool
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+@contextlib.contextmanager
+def environ_set(values: dict[str, str], keep_existing: bool = False) -> Iterator[None]:
+    """Set environment variables while a pool spawns its workers (they inherit them), then restore them.
+    With `keep_existing`, a variable the user already set is left as it is."""
+    saved = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        if not (keep_existing and k in os.environ):
+            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _compute_and_write(fn: Callable, in_path: str, args: tuple, out_base: str, row_group_rows: int) -> dict:
-    from plasma_pipeline.shards import read_shard
+    from plasma_pipeline.shards import file_sha256, read_shard
 
     stats: Counter = Counter()
     table = fn(read_shard(Path(in_path)), *args, stats)
@@ -89,7 +100,7 @@ def _compute_and_write(fn: Callable, in_path: str, args: tuple, out_base: str, r
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, out)
-        info["sha256"], info["bytes"] = _sha256(out), out.stat().st_size
+        info["sha256"], info["bytes"] = file_sha256(out), out.stat().st_size
     side = Path(out_base + ".json")
     tmp = side.with_name(f".{side.name}.{os.getpid()}")
     tmp.write_text(json.dumps(info))

@@ -51,7 +51,7 @@ from plasma_pipeline.dedup.signatures import (
     spill_signatures,
 )
 from plasma_pipeline.dedup.spill import Spill, release_memory
-from plasma_pipeline.shard_work import ordered_pool
+from plasma_pipeline.shard_work import environ_set, ordered_pool
 
 __all__ = [
     "DedupResult",
@@ -75,16 +75,8 @@ def _worker_threads(workers: int):
     """Spawned workers inherit the environment: cap each one's Rust thread pools (polars, rensa) to its share of
     the cores while the pool starts and runs."""
     per = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
-    saved = {k: os.environ.get(k) for k in ("POLARS_MAX_THREADS", "RAYON_NUM_THREADS")}
-    os.environ.update({"POLARS_MAX_THREADS": per, "RAYON_NUM_THREADS": per})
-    try:
+    with environ_set({"POLARS_MAX_THREADS": per, "RAYON_NUM_THREADS": per}):
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _run(func, items: list[tuple], workers: int):

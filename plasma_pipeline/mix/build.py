@@ -96,17 +96,10 @@ def _one_blas_thread(results: Iterator[tuple]) -> Iterator:
     """The pool's results; its workers start with one BLAS thread each (they do no linear algebra, and numpy's
     OpenBLAS otherwise starts a thread per core in every worker at import: ~0.1 s of CPU each). The variables are
     set only while the pool starts its workers (at its first submissions) and restored after."""
-    saved = {k: os.environ.get(k) for k in _BLAS_THREADS}
-    for k in _BLAS_THREADS:
-        os.environ.setdefault(k, "1")
-    try:
+    from plasma_pipeline.shard_work import environ_set
+
+    with environ_set({k: "1" for k in _BLAS_THREADS}, keep_existing=True):
         first = next(results, None)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     if first is None:
         return
     yield first[1]
