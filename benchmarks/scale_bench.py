@@ -72,6 +72,13 @@ Targets (on the 2-core machine): every stage's peak RSS at 100x <= 4 GiB and fla
 dedup's peak RSS within `dedup.memory_gb` (read from the loaded recipe when DedupConfig has that field); time per
 document from 10x to 100x grows by at most 1.2x; dedup recall and FPR at 100x the same as at 1x (within 0.01).
 
+`--stages clean,score,...` runs only the named stages; with `--resume` a scale keeps its store, Dagster instance,
+recipe and the results of its other stages (merged from the results file of the same date), so a scale can be
+finished stage by stage (the 100x run: collect and clean in one sitting, score to pretrain_shards in another).
+The code under measurement is the `plasma_pipeline` that `python` imports (PYTHONPATH decides, and the stage
+processes inherit it): run from a git worktree at a fixed commit, with `data` linked to the main checkout's,
+so edits in the main tree do not change what is measured; each stage records that commit (`git`).
+
 `--budget-s` (default 1800): a scale whose generation plus stages run past it has its running stage killed
 (process group, SIGTERM then SIGKILL) and its remaining stages skipped; what finished is recorded. Results go to
 benchmarks/results/scale_<date>.json (rewritten after every stage) and scale_<date>.png.
@@ -101,7 +108,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SCALE_DIR = ROOT / "data" / "scale"
 RESULTS = ROOT / "benchmarks" / "results"
-DAGSTER = ROOT / ".venv" / "bin" / "dagster"
+DAGSTER = Path(sys.executable).parent / "dagster"  # the dagster CLI of the interpreter running this
 
 GENRES = ("wiki", "recipes", "literature", "dialog")
 BASE_DOCS = {"wiki": 16_500, "recipes": 4_500, "literature": 6_000, "dialog": 3_000}  # 1x
@@ -661,28 +668,45 @@ def copy_classifiers(src_scale: int, scale: int) -> None:
 
 
 def run_scale(scale: int, args, classifier_scale: int | None, results: dict, save, log) -> None:
+    import plasma_pipeline
     from plasma_pipeline.recipe import load_recipe
 
     t_start = time.monotonic()
     deadline = t_start + args.budget_s
-    entry: dict = {"scale": scale, "git": git_state(), "stages": []}
+    wanted = set(args.stages.split(",")) if args.stages else {s for s, _, _ in STAGES}
+    unknown = wanted - {s for s, _, _ in STAGES}
+    if unknown:
+        raise SystemExit(f"--stages: unknown stages {sorted(unknown)}")
+    prev = results["scales"].get(str(scale)) if args.resume else None
+    entry: dict = {"scale": scale, "git": git_state(), "stages": [],
+                   "package": str(Path(plasma_pipeline.__file__).parent)}
+    if prev:
+        entry = {**prev, "git_resume": entry["git"], "package": entry["package"], "stages": []}
     results["scales"][str(scale)] = entry
     corpus = build_corpus(scale, args.seed, args.dup_rate, log)
     entry["corpus"] = {k: v for k, v in corpus.items() if k != "params"}
     sdir = SCALE_DIR / f"{scale}x"
-    for d in ("store", "dagster_home", "logs"):
-        shutil.rmtree(sdir / d, ignore_errors=True)
-    (sdir / "dagster_home").mkdir(parents=True)
-    shutil.copy(ROOT / "dagster.yaml", sdir / "dagster_home" / "dagster.yaml")
-    recipe_path = write_recipe(scale, corpus)
+    recipe_path = sdir / "recipe.yaml"
+    if not (args.resume and (sdir / "store").exists() and recipe_path.exists()):
+        for d in ("store", "dagster_home", "logs"):
+            shutil.rmtree(sdir / d, ignore_errors=True)
+        (sdir / "dagster_home").mkdir(parents=True)
+        shutil.copy(ROOT / "dagster.yaml", sdir / "dagster_home" / "dagster.yaml")
+        recipe_path = write_recipe(scale, corpus)
     recipe = load_recipe(recipe_path)
     entry["recipe"] = str(recipe_path.relative_to(ROOT))
     entry["dedup_memory_gb"] = getattr(recipe.dedup, "memory_gb", None)
     entry["mix_total_tokens"] = recipe.mix.total_tokens
     save()
+    old = {r["stage"]: r for r in (prev or {}).get("stages", [])}
     for stage, keys, _ in STAGES:
+        if stage not in wanted:
+            if stage in old:
+                entry["stages"].append(old[stage])
+            continue
         if stage == "classifiers" and classifier_scale is not None and classifier_scale != scale:
-            copy_classifiers(classifier_scale, scale)
+            if not all((sdir / "store" / a / "CURRENT").exists() for a in CLASSIFIERS):
+                copy_classifiers(classifier_scale, scale)
             entry["classifiers_from"] = f"{classifier_scale}x"
             continue
         if time.monotonic() > deadline:
@@ -701,6 +725,7 @@ def run_scale(scale: int, args, classifier_scale: int | None, results: dict, sav
         if r["rc"] != 0 and r["docs_done_at_end"]:
             r["docs_per_s_partial"] = round(r["docs_done_at_end"] / r["wall_s"], 1)
         r["store_bytes"] = du_bytes(sdir / "store")
+        r["git"] = entry.get("git_resume", entry["git"])["commit"]
         entry["stages"].append(r)
         log(f"{scale}x: {stage}: rc {r['rc']}, {r['wall_s']:.1f} s, peak RSS {r['peak_rss_mib']:,.0f} MiB, "
             f"{r.get('docs_per_s', 0):,.0f} docs/s, store {r['store_bytes'] / 2**30:.2f} GiB")
@@ -837,16 +862,21 @@ def main() -> None:
     ap.add_argument("--date", default=dt.date.today().isoformat())
     ap.add_argument("--merge", action="store_true", help="add to an existing results file of the same date")
     ap.add_argument("--generate-only", action="store_true", help="only build (or check) the corpora")
+    ap.add_argument("--stages", default="", help="comma-separated stages to run (default: all)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep each scale's store, instance, recipe and other stages' results (implies --merge)")
+    ap.add_argument("--results-dir", type=Path, default=RESULTS)
     args = ap.parse_args()
+    args.merge = args.merge or args.resume
     scales = sorted(int(s) for s in args.scales.split(","))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = RESULTS / f"scale_{args.date}.json", RESULTS / f"scale_{args.date}.png"
+    out_dir = args.results_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out_dir / f"scale_{args.date}.json", out_dir / f"scale_{args.date}.png"
     results = {"date": args.date, "machine": machine(), "command": " ".join([".venv/bin/python", *sys.argv]),
                "note": "CPU shared with other engineers' edits and tests during the run (see load_start/load_end)",
                "scales": {}}
     if args.merge and json_path.exists():
         old = json.loads(json_path.read_text())
-        old["scales"].update(results["scales"])
         results = {**old, "command": old["command"] + " ; " + results["command"]}
 
     def save():
@@ -873,7 +903,7 @@ def main() -> None:
                   f"{q['eligible_pairs']:,} pairs, FPR {q['fpr']} ({q['unique_docs_removed']:,} of "
                   f"{q['unique_docs_in']:,} unique docs)")
     print(json.dumps(results["targets"], indent=1))
-    print(f"wrote {json_path.relative_to(ROOT)} and {png_path.relative_to(ROOT)}")
+    print(f"wrote {json_path} and {png_path}")
 
 
 if __name__ == "__main__":
