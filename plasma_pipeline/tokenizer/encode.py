@@ -109,7 +109,8 @@ def split_pair(a: str, b: str, script: bool = True) -> bool:
 
 def _ineligible(proto, script: bool = True) -> str | None:
     """None when the split points hold for this model, else why not."""
-    from sentencepiece import sentencepiece_model_pb2 as pb
+    from plasma_pipeline.tokenizer.model_proto import model_pb2
+    pb = model_pb2()
 
     ts, ns = proto.trainer_spec, proto.normalizer_spec
     if ts.model_type != pb.TrainerSpec.BPE:
@@ -162,7 +163,8 @@ class SegmentEncoder:
     def __init__(self, model_path: str | os.PathLike, num_threads: int = 1,
                  max_entries: int = 1 << 20, max_tokens: int = 1 << 24):
         import sentencepiece as spm
-        from sentencepiece import sentencepiece_model_pb2 as pb
+        from plasma_pipeline.tokenizer.model_proto import model_pb2
+        pb = model_pb2()
 
         blob = Path(model_path).read_bytes()
         self.sp = spm.SentencePieceProcessor(model_proto=blob)

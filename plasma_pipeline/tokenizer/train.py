@@ -246,7 +246,8 @@ def train_tokenizer(
 def _train(domain_tables: dict[str, Iterable[pa.Table]], cfg: TokenizerConfig, out: Path, stats: Counter,
            tmp: Path) -> dict:
     import sentencepiece as spm
-    from sentencepiece import sentencepiece_model_pb2 as pb
+    from plasma_pipeline.tokenizer.model_proto import model_pb2
+    pb = model_pb2()
 
     domains = sorted(domain_tables)
     budgets = _domain_budgets(domains, cfg)

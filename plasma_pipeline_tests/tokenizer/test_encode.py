@@ -9,13 +9,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import sentencepiece as spm
-from sentencepiece import sentencepiece_model_pb2 as pb
 
 from plasma_pipeline.schema import CHAT_SPECIAL_TOKENS
 from plasma_pipeline.tokenizer import TokenizerConfig, train_tokenizer
 from plasma_pipeline.tokenizer.encode import SegmentEncoder, load_encoder, split_pair
+from plasma_pipeline.tokenizer.model_proto import model_pb2
 from plasma_pipeline_tests.tokenizer import corpora
 
+pb = model_pb2()
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):

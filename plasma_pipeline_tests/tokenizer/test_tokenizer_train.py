@@ -134,7 +134,8 @@ def test_crlf_line_ends_train_the_same_model_as_lf(tmp_path):
 
 
 def test_sentencepiece_reads_the_streamed_sample_file(trained):
-    from sentencepiece import sentencepiece_model_pb2 as pb
+    from plasma_pipeline.tokenizer.model_proto import model_pb2
+    pb = model_pb2()
 
     out, meta, stats = trained
     proto = pb.ModelProto()
