@@ -113,6 +113,9 @@ class Recipe:
     sft_shards: Any
     sft: dict[str, Any]
     evaluation: Any
+    # `launcher:` of the pretrain / sft sections (plasma_pipeline.launch.LauncherConfig), kept out of `pretrain` /
+    # `sft` (the trainer's settings) and out of their code_version: where a run trains does not change the model.
+    launchers: dict[str, Any] = field(default_factory=dict)
 
     def slice_for(self, section: str, source: str | None = None) -> Any:
         """The YAML slice an asset depends on, as plain data."""
@@ -123,7 +126,10 @@ class Recipe:
             return src.get(section, {})
         if section in ("pretrain", "sft"):
             # Training depends on the model shape as well as its own settings.
-            return {"model": self.raw.get("model", {}), section: self.raw.get(section, {})}
+            settings = self.raw.get(section, {})
+            if isinstance(settings, dict) and "launcher" in settings:
+                settings = {k: v for k, v in settings.items() if k != "launcher"}
+            return {"model": self.raw.get("model", {}), section: settings}
         if section in ("quality", "toxicity"):
             return self.raw.get("classifiers", {}).get(section, {})
         return self.raw.get(section, {})
@@ -391,9 +397,14 @@ def load_recipe(path: str | Path | None = None, check_paths: bool = True) -> Rec
     data = {k: (_mapping(v) if k in _MAPPING_SECTIONS else v) for k, v in raw.items()}
     if isinstance(data.get("classifiers"), dict):
         data["classifiers"] = {k: _mapping(v) for k, v in data["classifiers"].items()}
+    from plasma_pipeline.launch import LauncherConfig
+
+    launchers: dict[str, Any] = {}
     for sec in ("pretrain", "sft"):
         if isinstance(data.get(sec), dict):
             data[sec] = dict(data[sec])
+            launcher = problems.validate(LauncherConfig, _mapping(data[sec].pop("launcher", None)), (sec, "launcher"))
+            launchers[sec] = launcher if launcher is not None else LauncherConfig()
             for key in MANAGED_TRAIN_KEYS:
                 if key in data[sec]:
                     del data[sec][key]
@@ -470,11 +481,12 @@ def load_recipe(path: str | Path | None = None, check_paths: bool = True) -> Rec
         tokenizer=top.tokenizer,
         mix=top.mix,
         model=dict(raw.get("model") or {}),
-        pretrain=dict(raw.get("pretrain") or {}),
+        pretrain={k: v for k, v in (raw.get("pretrain") or {}).items() if k != "launcher"},
         instructions=top.instructions,
         sft_shards=top.sft_shards,
-        sft=dict(raw.get("sft") or {}),
+        sft={k: v for k, v in (raw.get("sft") or {}).items() if k != "launcher"},
         evaluation=top.evaluation,
+        launchers={sec: launchers.get(sec, LauncherConfig()) for sec in ("pretrain", "sft")},
     )
 
 

@@ -11,14 +11,13 @@ version holds the final weights, the tokenizer and the run's metrics, and its id
 
 import hashlib
 import json
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import dagster as dg
 
 from plasma_pipeline.defs.common import StepInputs, code_version, stage_asset, store_for, version_result
+from plasma_pipeline.defs.launch import launch_trainer
 from plasma_pipeline.recipe import Recipe
 from plasma_pipeline.shards import file_sha256
 
@@ -102,13 +101,9 @@ def training_asset(
         run_json = work / "run.json"
         run_json.write_text(json.dumps(cfg, indent=1))
         context.log.info(f"training {key} in {work} (resumes from its last checkpoint if one exists)")
-        invocation = pipes.run(
-            command=[sys.executable, "-m", "plasma_pipeline.train", "--config", str(run_json)],
-            context=context,
-            extras={"asset": key, "data_version": data.id},
-            # The trainer sets PR_SET_PDEATHSIG and exits if this process is already gone: no orphan trainers.
-            env={"PLASMA_PARENT_PID": str(os.getpid())},
-        )
+        # Where it trains is the recipe's `launcher:` (defs/launch.py): this process's child by default.
+        invocation = launch_trainer(context, recipe.launchers.get(section), pipes, str(run_json),
+                                    extras={"asset": key, "data_version": data.id})
         # The trainer reports one materialization (its summary); its metadata joins the published version's.
         trainer_meta = dict(invocation.get_materialize_result().metadata or {})
         final = work / "final"
