@@ -230,7 +230,16 @@ def reap_dead_runs(
 ) -> list[str]:
     """Mark failed every STARTING/STARTED/CANCELING run whose worker processes are all dead, and free its pool
     slots; also free slots still held by finished runs whose workers are all gone. Returns the run ids acted on
-    (or that would be, with dry_run). Logs one line per run. Never touches a run with a live worker."""
+    (or that would be, with dry_run). Logs one line per run. Never touches a run with a live worker.
+
+    Only for runs launched as processes of this host: a launcher that checks its workers' health itself
+    (K8sRunLauncher: run workers and steps in pods) puts other machines' pids in the events, which say nothing
+    here, so nothing is reaped; Dagster's run monitoring fails those runs when their pods die."""
+    launcher = instance.run_launcher
+    if launcher is not None and launcher.supports_check_run_worker_health:
+        log(f"not reaping: runs are launched by {type(launcher).__name__}, not as processes of this host; "
+            "Dagster's run monitoring watches them")
+        return []
     acted: list[str] = []
     for run in instance.get_runs(filters=RunsFilter(statuses=ACTIVE_STATUSES)):
         workers = run_workers(instance, run.run_id)
