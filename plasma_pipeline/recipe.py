@@ -116,6 +116,9 @@ class Recipe:
     # `launcher:` of the pretrain / sft sections (plasma_pipeline.launch.LauncherConfig), kept out of `pretrain` /
     # `sft` (the trainer's settings) and out of their code_version: where a run trains does not change the model.
     launchers: dict[str, Any] = field(default_factory=dict)
+    # `executor:` (plasma_pipeline.executor.ExecutorConfig): where per-shard work runs; in no code_version (the
+    # output does not depend on it)
+    executor: Any = None
 
     def slice_for(self, section: str, source: str | None = None) -> Any:
         """The YAML slice an asset depends on, as plain data."""
@@ -146,7 +149,7 @@ MANAGED_TRAIN_KEYS = ("data_dir", "out_dir", "init_from", "model", "model_overri
 # Sections that are mappings; YAML `section:` with nothing after it (None) means "all defaults", as {} does.
 _MAPPING_SECTIONS = (
     "store", "sources", "classifiers", "dedup", "tokenizer", "mix", "model", "pretrain", "instructions",
-    "sft_shards", "sft", "evaluation",
+    "sft_shards", "sft", "evaluation", "executor",
 )
 
 
@@ -156,6 +159,7 @@ def _recipe_schema() -> type:
 
     `sources` and `model` are plain mappings here: a source's collector class depends on its kind/corpus and the
     model's fields on its named shape, so both are validated per entry in `load_recipe`."""
+    from plasma_pipeline.executor import ExecutorConfig
     from plasma_pipeline.train.config import TrainConfig
 
     C = _stage_classes()
@@ -174,6 +178,7 @@ def _recipe_schema() -> type:
             ("name", str | None, field(default=None)),
             ("description", str, field(default="")),
             ("store", *section(StoreConfig)),
+            ("executor", *section(ExecutorConfig)),
             ("sources", dict[str, dict[str, Any]], field(default_factory=dict)),
             ("classifiers", *section(classifiers)),
             ("dedup", *section(C["dedup"])),
@@ -487,6 +492,7 @@ def load_recipe(path: str | Path | None = None, check_paths: bool = True) -> Rec
         sft={k: v for k, v in (raw.get("sft") or {}).items() if k != "launcher"},
         evaluation=top.evaluation,
         launchers={sec: launchers.get(sec, LauncherConfig()) for sec in ("pretrain", "sft")},
+        executor=top.executor,
     )
 
 

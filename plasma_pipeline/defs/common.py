@@ -21,7 +21,7 @@ IMPL_VERSION = {
     "score": "2",  # 2: one output shard per input shard, written by the worker (resumable)
     "dedup": "3",  # 2: one split per source; 3: eval battery documents and their near-duplicates held out
     "tokenizer": "2",  # 2: streamed sample, training paths pinned in the model
-    "mix": "1",
+    "mix": "2",  # 2: train shards written by the pack workers, one file per rows_per_shard (<= max_rows_per_shard)
     "pretrain": "1",
     "instructions": "2",  # 2: built from the deduped (filtered) documents, no unfiltered offline-file fallback
     "sft_shards": "1",

@@ -17,6 +17,8 @@ from plasma_pipeline.defs.common import (
     store_for,
     version_result,
 )
+from plasma_pipeline import executor
+from plasma_pipeline.progress import terminal_bar
 from plasma_pipeline.recipe import Recipe
 from plasma_pipeline.shard_work import CACHE_DIR, clear_cache, resumable_map
 
@@ -36,11 +38,13 @@ def publish_shard_results(context, store, w, asset: str, fn, parent, args: tuple
         row_group_rows=recipe.store.row_group_rows, args_key=args_key, log=context.log.info,
     )
     started = time.monotonic()
-    for i, r in enumerate(results, 1):
-        if r.file is not None:
-            w.add_file(r.file, sha256=r.sha256)
-        w.stats.update(r.stats)
-        log_progress(context, asset, i, len(entries), w.stats, started)
+    with executor.use(recipe.executor), terminal_bar(sum(int(e.get("rows", 0)) for e in entries), asset) as bar:
+        for i, (e, r) in enumerate(zip(entries, results), 1):
+            if r.file is not None:
+                w.add_file(r.file, sha256=r.sha256)
+            w.stats.update(r.stats)
+            bar.update(int(e.get("rows", 0)))
+            log_progress(context, asset, i, len(entries), w.stats, started)
 
 
 def raw_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
@@ -210,6 +214,7 @@ def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
     import json
 
     from plasma_pipeline.dedup.core import dedup_tables
+    from plasma_pipeline.dedup.resume import SignatureCache
     from plasma_pipeline.instruct.holdout import Holdout, battery_config
     from plasma_pipeline.shards import read_shard
 
@@ -230,7 +235,13 @@ def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
             owned = [(s, str(p)) for s, v in versions.items() for p in v.shards()]
             shards = [p for _, p in owned]
             context.log.info(f"dedup over {len(shards)} shards from {len(versions)} sources")
-            result = dedup_tables(shards, recipe.dedup, w.stats)
+            # signatures outlive a killed run: one cache entry per input shard, keyed by its hash and this code
+            sig_version = code_version(recipe, "dedup")
+            keys = [SignatureCache.key(sig_version, e["sha256"]) for v in versions.values()
+                    for e in v.manifest["shards"]]
+            cache = SignatureCache(str(shard_cache(store, "deduped")), keys)
+            with executor.use(recipe.executor):
+                result = dedup_tables(shards, recipe.dedup, w.stats, cache=cache, log=context.log.info)
             holdout = Holdout.from_recipe(recipe.instructions, recipe.dedup)
             # Second pass: stream each shard again and keep its survivors that are not eval battery documents.
             # One split per source, so later stages stream one domain without reading the others.
@@ -241,6 +252,7 @@ def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
             w.metadata["eval_holdout"] = holdout.summary()
             w.inputs.update(inputs.versions)
             version = w.publish()
+        clear_cache(shard_cache(store, "deduped"))
         context.log.info(f"eval hold-out: {holdout.n_dropped} documents of {len(holdout.items)} battery items dropped")
         return version_result(version, "deduped", inputs=inputs.versions)
 
@@ -284,7 +296,7 @@ def _domain_tables(deduped, recipe: Recipe) -> dict:
 
 
 def pretrain_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
-    from plasma_pipeline.mix import build_token_shards
+    from plasma_pipeline.mix import ShardFiles, TokenCache, build_token_shards
 
     @stage_asset(
         recipe,
@@ -297,22 +309,31 @@ def pretrain_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
     )
     def pretrain_shards(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = store_for(recipe)
+        cache_dir = shard_cache(store, "pretrain_shards")
         with (
             StepInputs(context, store) as inputs,
             store.writer("pretrain_shards") as w,
             store.scratch("pretrain_shards") as work,
+            executor.use(recipe.executor),
         ):
             deduped, tok = inputs.get("deduped"), inputs.get("tokenizer")
             # shard paths: the worker processes read their own shards
             domains = {s: (lambda s=s: deduped.shards(split=s)) for s in recipe.mix.weights}
+            # tokenised slices outlive a killed run, keyed by the input shard's hash, this code and the tokenizer
+            cache = TokenCache(str(cache_dir), f"{code_version(recipe, 'mix')}:{tok.id}",
+                               {str(deduped.path / e["path"]): e["sha256"] for e in deduped.manifest["shards"]})
+            # the pack workers write, compress and hash the train shards; this process adopts them in order
+            train = ShardFiles(str(work / "train"), lambda path, sha: w.add_file(Path(path), "train", sha),
+                               recipe.store.max_rows_per_shard, recipe.store.row_group_rows)
             meta = build_token_shards(
-                domains, str(tok.file("tokenizer.model")), recipe.mix, w.writer_for("train"), w.writer_for("val"),
-                w.stats, work_dir=work, processes=recipe.store.workers,
+                domains, str(tok.file("tokenizer.model")), recipe.mix, train, w.writer_for("val"),
+                w.stats, work_dir=work, processes=recipe.store.workers, cache=cache, log=context.log.info,
             )
             w.metadata.update(meta)
             w.metadata["tokenizer_version"] = tok.id
             w.inputs.update(inputs.versions)
             version = w.publish()
+        clear_cache(cache_dir)
         return version_result(version, "pretrain_shards", inputs=inputs.versions)
 
     return pretrain_shards

@@ -153,3 +153,37 @@ def test_the_pid_reaper_stands_aside_when_the_launcher_watches_its_own_workers(t
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
         assert reap_dead_runs(instance, log=lambda _: None) == [run.run_id]
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+
+
+def test_dagster_k8s_builds_the_training_step_pod_on_the_gpu_node_and_data_steps_without_a_gpu(tmp_path):
+    """The Job manifests dagster-k8s makes for two steps from the shipped files, merged in the order its step
+    handler merges them: the run launcher's (deploy/k8s/dagster.yaml), the executor's step_k8s_config, then
+    per_step_k8s_config by op name (deploy/k8s/executor.yaml)."""
+    from dagster_k8s.container_context import K8sContainerContext
+    from dagster_k8s.job import UserDefinedDagsterK8sConfig, construct_dagster_k8s_job
+
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)  # the launcher loads one; nothing here talks to a cluster
+    config = yaml.safe_load((DEPLOY / "k8s" / "dagster.yaml").read_text())["run_launcher"]["config"]
+    launcher = dagster_k8s.K8sRunLauncher(**{**config, "load_incluster_config": False, "dagster_home": "/opt/dagster",
+                                             "kubeconfig_file": str(tmp_path / "kubeconfig")})
+    executor = load_k8s_executor_config(EXECUTOR_YAML)
+
+    def pod(op_name: str):
+        ctx = K8sContainerContext.create_for_run(dg.DagsterRun(job_name="everything"), launcher, include_run_tags=False)
+        for layer in (executor["step_k8s_config"], executor["per_step_k8s_config"].get(op_name, {})):
+            ctx = ctx.merge(K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(layer)))
+        job_config = ctx.get_k8s_job_config("registry.example.com/plasma-pipeline:0.1.0", launcher)
+        job = construct_dagster_k8s_job(job_config=job_config, args=["dagster", "api", "execute_step"],
+                                        job_name=f"dagster-step-{op_name}", component="step_worker",
+                                        user_defined_k8s_config=ctx.run_k8s_config)
+        return job.spec.template.spec
+
+    train, data = pod("base_model"), pod("deduped")
+    (c_train,), (c_data,) = train.containers, data.containers
+    assert c_train.resources.limits == {"nvidia.com/gpu": "1"} and train.node_selector == {"plasma/gpu": "true"}
+    assert [t.key for t in train.tolerations] == ["nvidia.com/gpu"]
+    assert not (c_data.resources.limits or {}) and not data.node_selector and c_data.resources.requests["cpu"] == "1"
+    for spec, container in ((train, c_train), (data, c_data)):
+        assert [(m.name, m.mount_path) for m in container.volume_mounts if m.name == "plasma-store"] == [
+            ("plasma-store", "/opt/plasma/data/assets")]
+        assert {e.name: e.value for e in container.env}[EXECUTOR_ENV] == "k8s"
