@@ -17,7 +17,6 @@ from plasma_pipeline.defs.common import (
     store_for,
     version_result,
 )
-from plasma_pipeline.defs.metadata import token_decoder
 from plasma_pipeline import executor
 from plasma_pipeline.progress import terminal_bar
 from plasma_pipeline.recipe import Recipe
@@ -39,16 +38,13 @@ def publish_shard_results(context, store, w, asset: str, fn, parent, args: tuple
         row_group_rows=recipe.store.row_group_rows, args_key=args_key, log=context.log.info,
     )
     started = time.monotonic()
-    docs_total = sum(int(e.get("rows", 0)) for e in entries)
-    docs_done = 0
-    with executor.use(recipe.executor), terminal_bar(docs_total, asset) as bar:
+    with executor.use(recipe.executor), terminal_bar(sum(int(e.get("rows", 0)) for e in entries), asset) as bar:
         for i, (e, r) in enumerate(zip(entries, results), 1):
             if r.file is not None:
                 w.add_file(r.file, sha256=r.sha256)
             w.stats.update(r.stats)
-            docs_done += int(e.get("rows", 0))
             bar.update(int(e.get("rows", 0)))
-            log_progress(context, asset, i, len(entries), w.stats, started, docs_done=docs_done, docs_total=docs_total)
+            log_progress(context, asset, i, len(entries), w.stats, started)
 
 
 def raw_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
@@ -78,13 +74,10 @@ def raw_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
                 tables = collect_hf(name, src.collect, w.stats, work_dir=work, log=context.log.warning)
             else:
                 tables = iter_documents(name, src.collect, w.stats)
-            started = time.monotonic()
             for i, table in enumerate(tables, 1):
                 w.write(table)
                 if i % 10 == 0:
-                    n = w.stats.get("kept", 0)
-                    context.log.info(f"{asset}: collected {n:,} documents · "
-                                     f"{n / max(time.monotonic() - started, 1e-9):,.0f} docs/s")
+                    context.log.info(f"collected {w.stats.get('kept', 0):,} documents from {name}")
             version = w.publish()
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)  # the published version holds the data now
@@ -268,8 +261,7 @@ def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
     blob = json.dumps({"dedup": code_version(recipe, "dedup"), "battery": battery_config(recipe.instructions)},
                       sort_keys=True, default=str)
     version = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    return deduped.map_asset_specs(lambda spec: spec.replace_attributes(
-        code_version=version, metadata={**spec.metadata, "recipe_slice": "dedup + instructions battery"}))
+    return deduped.map_asset_specs(lambda spec: spec.replace_attributes(code_version=version))
 
 
 def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
@@ -341,9 +333,8 @@ def pretrain_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
             w.metadata["tokenizer_version"] = tok.id
             w.inputs.update(inputs.versions)
             version = w.publish()
-            decode = token_decoder(tok.file("tokenizer.model"))
         clear_cache(cache_dir)
-        return version_result(version, "pretrain_shards", inputs=inputs.versions, decode=decode)
+        return version_result(version, "pretrain_shards", inputs=inputs.versions)
 
     return pretrain_shards
 

@@ -37,8 +37,7 @@ class PipesDaskQueueMessageReader(PipesMessageReader):
 
     def __init__(self, client, queue_name: str):
         self.client, self.queue_name = client, queue_name
-        self.ended = threading.Event()
-        self.returncode: int | None = None
+        self.ended = threading.Event()  # the task relayed its trainer's exit
 
     @contextmanager
     def read_messages(self, handler: PipesMessageHandler) -> Iterator[PipesParams]:
@@ -66,7 +65,6 @@ class PipesDaskQueueMessageReader(PipesMessageReader):
                         elif kind == "stderr":
                             sys.stderr.write(text)
                         elif kind == "end":
-                            self.returncode = int(text)
                             self.ended.set()
             except Exception:
                 handler.report_pipes_framework_exception(f"{type(self).__name__} reader thread", sys.exc_info())

@@ -149,7 +149,6 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
     vals = val_batches(cfg.data_dir, cfg.batch_size, cfg.val_batches)
     n_params = mcfg.num_params()
     tokens_per_step = cfg.batch_size * seq_len
-    reporter.total_steps = cfg.steps
 
     def save(step: int) -> Path:
         st = {"step": step, "data": loader.state_dict(), "rng": ckpt.rng_state(), "config": cfg.to_dict()}
