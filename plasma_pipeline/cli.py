@@ -162,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         from plasma_pipeline.clean.cli import main as clean_main
 
         return clean_main(argv[1:]) or 0
+    if argv and argv[0] == "mix-search":
+        from plasma_pipeline.mix_search.cli import main as mix_search_main
+
+        return mix_search_main(argv[1:])
     if argv and argv[0] in ("chat", "generate", "export"):
         from plasma_pipeline.serve_cli import main as serve_main
 
@@ -189,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="run all twelve stages, then show the report and one chat exchange").set_defaults(fn=cmd_demo)
     sub.add_parser("dedup", help="dedup Parquet/jsonl files (see `plasma dedup --help`)")
     sub.add_parser("clean", help="clean jsonl/Parquet/txt/html files with a recipe's rules (see `plasma clean --help`)")
+    sub.add_parser("mix-search", help="find the data mix with proxy models (see `plasma mix-search --help`)")
     for name in ("chat", "generate", "export"):
         sub.add_parser(name, help=f"see `plasma {name} --help`")
     args = p.parse_args(argv)

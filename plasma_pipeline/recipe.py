@@ -59,6 +59,7 @@ def _stage_classes() -> dict[str, type]:
     from plasma_pipeline.instruct import InstructionsConfig, SFTShardConfig
     from plasma_pipeline.instruct.config import MessagesDatasetConfig
     from plasma_pipeline.mix import MixConfig
+    from plasma_pipeline.mix_search.config import MixSearchConfig
     from plasma_pipeline.tokenizer import TokenizerConfig
 
     return {
@@ -73,6 +74,7 @@ def _stage_classes() -> dict[str, type]:
         "dataset": MessagesDatasetConfig,
         "sft_shards": SFTShardConfig,
         "evaluation": EvalConfig,
+        "mix_search": MixSearchConfig,
     }
 
 
@@ -119,6 +121,7 @@ class Recipe:
     # `executor:` (plasma_pipeline.executor.ExecutorConfig): where per-shard work runs; in no code_version (the
     # output does not depend on it)
     executor: Any = None
+    mix_search: Any = None  # MixSearchConfig when the recipe has a `mix_search:` section (its assets exist then)
 
     def slice_for(self, section: str, source: str | None = None) -> Any:
         """The YAML slice an asset depends on, as plain data."""
@@ -149,7 +152,7 @@ MANAGED_TRAIN_KEYS = ("data_dir", "out_dir", "init_from", "model", "model_overri
 # Sections that are mappings; YAML `section:` with nothing after it (None) means "all defaults", as {} does.
 _MAPPING_SECTIONS = (
     "store", "sources", "classifiers", "dedup", "tokenizer", "mix", "model", "pretrain", "instructions",
-    "sft_shards", "sft", "evaluation", "executor",
+    "sft_shards", "sft", "evaluation", "executor", "mix_search",
 )
 
 
@@ -190,6 +193,7 @@ def _recipe_schema() -> type:
             ("sft_shards", *section(C["sft_shards"])),
             ("sft", *section(TrainConfig)),
             ("evaluation", *section(C["evaluation"])),
+            ("mix_search", C["mix_search"] | None, field(default=None)),
         ],
         kw_only=True,
     )
@@ -471,6 +475,12 @@ def load_recipe(path: str | Path | None = None, check_paths: bool = True) -> Rec
                     where = (*loc, s) if kind is dict else loc
                     problems.add(where, f"unknown source {s!r} (sources: {known})")
     _check_model(raw, problems, C)
+    if "mix_search" in raw:
+        from plasma_pipeline.mix_search.config import cross_check
+
+        cross_check(_mapping(raw["mix_search"]), [str(s) for s in sources_raw or ()],
+                    _at(raw, ("mix", "seq_len"), int, _default(C["mix"], "seq_len")),
+                    _at(raw, ("tokenizer", "vocab_size"), int, _default(C["tokenizer"], "vocab_size")), problems.add)
     problems.raise_if_any()
     assert top is not None
 
@@ -493,6 +503,7 @@ def load_recipe(path: str | Path | None = None, check_paths: bool = True) -> Rec
         evaluation=top.evaluation,
         launchers={sec: launchers.get(sec, LauncherConfig()) for sec in ("pretrain", "sft")},
         executor=top.executor,
+        mix_search=top.mix_search,
     )
 
 
