@@ -90,6 +90,10 @@ def work_is_resumable(work: Path) -> bool:
 
 def pins(store: "ShardStore", asset: str) -> dict[str, str]:
     """{version id of `asset`: why it must be kept}."""
+    if not isinstance(store.root, Path):
+        from plasma_pipeline.object_store import pins_objects
+
+        return pins_objects(store, asset)
     out: dict[str, str] = {}
     for other, base in asset_dirs(store.root).items():
         for vid, mf in _live_manifests(base):
@@ -152,6 +156,11 @@ def retain(store: "ShardStore", asset: str, dry_run: bool = False) -> list[Remov
     """Apply the retention policy to one asset; the caller holds its writer lock."""
     from plasma_pipeline.shards import append_history, live_versions
 
+    if not isinstance(store.root, Path):  # object storage: same policy, no rename
+        from plasma_pipeline.object_store import retain_objects
+
+        return retain_objects(store, asset, dry_run=dry_run)
+
     base = store.asset_dir(asset)
     order = list(reversed(live_versions(base)))  # newest first
     cur = base / "CURRENT"
@@ -188,6 +197,10 @@ def retain(store: "ShardStore", asset: str, dry_run: bool = False) -> list[Remov
 
 def gc(store: "ShardStore", dry_run: bool = False) -> list[Removal]:
     """Retention over every asset in the store, plus leftovers; what `plasma gc` runs."""
+    if not isinstance(store.root, Path):
+        from plasma_pipeline.object_store import gc_objects
+
+        return gc_objects(store, dry_run=dry_run)
     out: list[Removal] = []
     # Downstream assets first: deleting a downstream version can release the pins it holds on its parents.
     for asset in sorted(asset_dirs(store.root), key=lambda a: _references_to(store, a)):

@@ -30,7 +30,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plasma_pipeline import locks
+from plasma_pipeline.object_root import OBJECT_SCHEMES, split_url
 
 MANIFEST = "manifest.json"
 _HASH_CHUNK = 1 << 20
@@ -153,16 +154,28 @@ class StoreConfig:
     row_group_rows: int = 5_000
     # Worker processes for per-shard stage work; 0 means os.cpu_count().
     processes: int = 0
+    # Object storage only (root = s3://bucket/prefix): fsspec options (endpoint_url, key, ...), the TTL of writer
+    # locks and read leases (a killed holder blocks at most this long), and the local cache of versions read.
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    lease_ttl_s: int = 60
+    cache_dir: str = ""
 
     def __post_init__(self) -> None:
         # Messages start with the field name (the recipe loader prefixes "store.").
         for name, low in (("keep_versions", 1), ("max_rows_per_shard", 1), ("max_bytes_per_shard", 1024),
-                          ("row_group_rows", 1), ("processes", 0)):
+                          ("row_group_rows", 1), ("processes", 0), ("lease_ttl_s", 2)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name}: expected an integer, got {value!r}")
             if value < low:
                 raise ValueError(f"{name}: must be >= {low}, got {value}")
+        root = os.fspath(self.root) if isinstance(self.root, os.PathLike) else self.root
+        if not isinstance(root, str) or not root:
+            raise ValueError(f"root: expected a path or a URL, got {self.root!r}")
+        scheme = split_url(root)[0]
+        if scheme and scheme != "file" and scheme not in OBJECT_SCHEMES:
+            raise ValueError(f"root: unsupported scheme {scheme}:// in {self.root!r}; use a path, file://, "
+                             f"{', '.join(s + '://' for s in OBJECT_SCHEMES)}")
 
     @property
     def workers(self) -> int:
@@ -173,8 +186,12 @@ def read_history(base: Path) -> list[dict[str, Any]]:
     hist = base / "history.jsonl"
     if not hist.exists():
         return []
+    return parse_history(hist.read_text())
+
+
+def parse_history(text: str) -> list[dict[str, Any]]:
     out = []
-    for line in hist.read_text().splitlines():
+    for line in text.splitlines():
         if line.strip():
             try:
                 out.append(json.loads(line))
@@ -185,8 +202,12 @@ def read_history(base: Path) -> list[dict[str, Any]]:
 
 def live_versions(base: Path) -> list[str]:
     """Published and not deleted, in publish order (oldest first); a re-publish moves a version to the end."""
+    return [v for v in history_order(read_history(base)) if (base / "versions" / v / MANIFEST).exists()]
+
+
+def history_order(events: list[dict[str, Any]]) -> list[str]:
     order: dict[str, None] = {}
-    for ev in read_history(base):
+    for ev in events:
         v = ev.get("version")
         if not v:
             continue
@@ -195,7 +216,7 @@ def live_versions(base: Path) -> list[str]:
             order[v] = None
         elif ev.get("event") == "delete":
             order.pop(v, None)
-    return [v for v in order if (base / "versions" / v / MANIFEST).exists()]
+    return list(order)
 
 
 def append_history(base: Path, event: dict[str, Any]) -> None:
@@ -205,10 +226,32 @@ def append_history(base: Path, event: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def local_root(root: str | Path) -> Path | None:
+    """The folder of a local store root (a path or file:// URL), or None for object storage."""
+    if isinstance(root, Path):
+        return root
+    scheme, rest = split_url(root)
+    if not scheme:
+        return Path(root)
+    if scheme == "file":
+        return Path("/" + rest)
+    return None
+
+
 class ShardStore:
+    """A store on a local filesystem (atomic rename, flock); a root on object storage (s3://bucket/prefix) gives
+    `plasma_pipeline.object_store.ObjectShardStore`, the same API."""
+
+    def __new__(cls, cfg: StoreConfig | None = None, root: str | Path | None = None):
+        if cls is ShardStore and local_root(root if root is not None else (cfg or StoreConfig()).root) is None:
+            from plasma_pipeline.object_store import ObjectShardStore
+
+            return super().__new__(ObjectShardStore)
+        return super().__new__(cls)
+
     def __init__(self, cfg: StoreConfig | None = None, root: str | Path | None = None):
         self.cfg = cfg or StoreConfig()
-        self.root = Path(root if root is not None else self.cfg.root).resolve()
+        self.root = local_root(root if root is not None else self.cfg.root).resolve()
 
     def asset_dir(self, asset: str) -> Path:
         return asset_dir(self.root, asset)
@@ -247,7 +290,7 @@ class ShardStore:
     def scratch(self, asset: str) -> Iterator[Path]:
         """A temporary folder beside the asset's versions (same filesystem, so spill files can be renamed in),
         removed on exit; one left by a killed run is swept at the asset's next write."""
-        base = asset_dir(self.root, asset)
+        base = self.asset_dir(asset)
         held, path = _held_tmp(base, "scratch-")
         try:
             yield path
@@ -258,7 +301,7 @@ class ShardStore:
     def work_dir(self, asset: str, key: str, inputs: dict[str, str]) -> Path:
         """A folder that outlives one run (a trainer's checkpoints), keyed by its inputs, which it pins until
         `mark_work_published` says the result is published."""
-        d = asset_dir(self.root, asset) / "work" / key
+        d = self.asset_dir(asset) / "work" / key
         d.mkdir(parents=True, exist_ok=True)
         pins = d / "pins.json"
         prev = json.loads(pins.read_text()) if pins.exists() else {}
@@ -313,7 +356,7 @@ class VersionWriter:
 
         self.store = store
         self.asset = asset
-        self.base = asset_dir(store.root, asset)
+        self.base = store.asset_dir(asset)
         sweep_leftovers(self.base)
         self._held, self.tmp = _held_tmp(self.base)
         self.stats: Counter = Counter()
@@ -404,9 +447,8 @@ class VersionWriter:
         return self.tmp
 
     # -- publish --------------------------------------------------------------------------------------------
-    def publish(self, extra_files: Iterable[str] | None = None) -> Version:
-        from plasma_pipeline.retention import retain
-
+    def _seal(self) -> tuple[str, dict[str, Any]]:
+        """Flush, hash every file, and write the manifest (last) into the temp folder: (version id, manifest)."""
         for split in list(self._buffers):
             self._flush(split)
         shard_paths = {s["path"] for s in self._shards}
@@ -447,6 +489,12 @@ class VersionWriter:
         mf = self.tmp / MANIFEST
         mf.write_text(json.dumps(manifest, indent=1, default=str))
         _fsync(mf)
+        return version, manifest
+
+    def publish(self, extra_files: Iterable[str] | None = None) -> Version:
+        from plasma_pipeline.retention import retain
+
+        version, manifest = self._seal()
         versions = self.base / "versions"
         with self.store.lock(self.asset):
             versions.mkdir(exist_ok=True)

@@ -254,6 +254,8 @@ def store_for(recipe: Recipe) -> ShardStore:
 
     from plasma_pipeline.recipe import REPO_ROOT
 
+    if "://" in recipe.store.root:  # a URL (s3://, file://) is absolute already
+        return ShardStore(recipe.store, recipe.store.root)
     root = Path(recipe.store.root)
     if not root.is_absolute():
         root = REPO_ROOT / root
