@@ -12,11 +12,9 @@ Layout: `<asset>/work/shard-cache/<key>.parquet` + `<key>.json` ({rows, bytes, s
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 from collections import Counter
@@ -31,30 +29,14 @@ import pyarrow.parquet as pq
 CACHE_DIR = "shard-cache"
 
 
-def ordered_pool(func: Callable, items: Iterable[tuple], processes: int) -> Iterator[tuple[tuple, Any]]:
-    """`func(*item)` for each item in a spawn process pool, results yielded in input order, at most
-    2 × processes in flight so memory follows shard size, not corpus size. processes <= 1 runs inline."""
-    items = list(items)
-    if processes <= 1 or len(items) <= 1:
-        for item in items:
-            yield item, func(*item)
-        return
-    # spawn, not fork: the caller (a Dagster run) has threads, and forking a threaded process can deadlock.
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as pool:
-        pending: list[tuple[tuple, cf.Future]] = []
-        it = iter(items)
-        for item in it:
-            pending.append((item, pool.submit(func, *item)))
-            if len(pending) >= 2 * processes:
-                break
-        while pending:
-            item, fut = pending.pop(0)
-            result = fut.result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(func, *nxt)))
-            yield item, result
+def ordered_pool(func: Callable, items: Iterable[tuple], processes: int,
+                 env: dict[str, str] | None = None) -> Iterator[tuple[tuple, Any]]:
+    """`func(*item)` for each item through the current executor (`plasma_pipeline.executor`: local spawned
+    processes by default, 1 = inline), results yielded in input order, at most 2 x processes in flight so memory
+    follows shard size, not corpus size."""
+    from plasma_pipeline import executor
+
+    return executor.ordered_map(func, items, processes, env=env)
 
 
 @dataclass

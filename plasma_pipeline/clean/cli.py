@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from plasma_pipeline.clean import CleanConfig, clean_table
 from plasma_pipeline.collect import reader
 from plasma_pipeline.collect.reader import InputError, Part, PartPool, ReadOptions
+from plasma_pipeline.progress import bytes_docs_bar, part_bytes
 
 STATS_FILE = "stats.json"
 PART_ROWS = 50_000  # most documents per output file
@@ -166,7 +167,8 @@ def clean_files(inputs: Sequence[str], out_dir: str | os.PathLike, cfg: CleanCon
     schema: list[pa.Schema] = []
 
     def kept_tables():
-        for res in pool.imap(_clean_part, parts, opts, cfg):
+        for part, res in zip(parts, pool.imap(_clean_part, parts, opts, cfg)):
+            bar.update_docs(res["docs_in"], part_bytes(part))
             clean_stats.update(res["clean"])
             read_stats.update(res["read"])
             totals["docs_in"] += res["docs_in"]
@@ -179,6 +181,7 @@ def clean_files(inputs: Sequence[str], out_dir: str | os.PathLike, cfg: CleanCon
                     yield table
 
     written: list[str] = []
+    bar = bytes_docs_bar(sum(part_bytes(p) for p in parts), "clean")
     try:
         for table in reader.rebatch(kept_tables(), PART_ROWS, PART_CHARS):
             name = f"part-{len(written):05d}.parquet"
@@ -216,6 +219,7 @@ def clean_files(inputs: Sequence[str], out_dir: str | os.PathLike, cfg: CleanCon
         stats_tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
         os.replace(stats_tmp, out / STATS_FILE)
     finally:
+        bar.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return report
 

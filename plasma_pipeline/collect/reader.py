@@ -24,12 +24,10 @@ stream at row counts that depend only on the rows, so the output is byte-identic
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import glob
 import gzip
 import json
 import math
-import multiprocessing
 import os
 import sys
 from collections import Counter
@@ -680,20 +678,15 @@ def rebatch(tables: Iterable[pa.Table], max_rows: int, max_chars: int | None = N
 
 # -- worker pool over parts ---------------------------------------------------------------------------------
 
-def _init_worker(barrier: Any) -> None:
-    # Every worker waits for the others, so all of them are up before the first part is taken.
-    barrier.wait(timeout=600)
-
-
 def _call(fn: Callable, item: Any, args: tuple) -> tuple[int, Any]:
     return os.getpid(), fn(item, *args)
 
 
 class PartPool:
-    """`imap(fn, items, *args)`: fn(item, *args) for each item, results in input order, in `processes` worker
-    processes (spawned: safe under threaded callers) or inline when one is enough; at most 2 × processes items
-    in flight, so memory stays bounded by the part size. `workers_used` is the number of distinct processes that
-    returned a result."""
+    """`imap(fn, items, *args)`: fn(item, *args) for each item, results in input order, through the current
+    executor (`plasma_pipeline.executor`: `processes` spawned local workers, all started before the first part is
+    taken, or inline when one is enough; or a Dask cluster); at most 2 x processes items in flight, so memory
+    stays bounded by the part size. `workers_used` is the number of distinct processes that returned a result."""
 
     def __init__(self, processes: int, n_tasks: int):
         self.processes = max(1, min(processes, n_tasks))
@@ -704,31 +697,9 @@ class PartPool:
         return len(self.pids)
 
     def imap(self, fn: Callable, items: Iterable[Any], *args: Any) -> Iterator[Any]:
-        items = list(items)
-        if self.processes <= 1:
-            for item in items:
-                pid, out = _call(fn, item, args)
-                self.pids.add(pid)
-                yield out
-            return
-        ctx = multiprocessing.get_context("spawn")
-        barrier = ctx.Barrier(self.processes)
-        with cf.ProcessPoolExecutor(self.processes, mp_context=ctx, initializer=_init_worker,
-                                    initargs=(barrier,)) as pool:
-            pending: list[cf.Future] = []
-            it = iter(items)
-            try:
-                for item in it:
-                    pending.append(pool.submit(_call, fn, item, args))
-                    if len(pending) >= 2 * self.processes:
-                        break
-                while pending:
-                    pid, out = pending.pop(0).result()
-                    self.pids.add(pid)
-                    nxt = next(it, _MISSING)
-                    if nxt is not _MISSING:
-                        pending.append(pool.submit(_call, fn, nxt, args))
-                    yield out
-            finally:
-                for fut in pending:
-                    fut.cancel()
+        from plasma_pipeline.executor import ordered_map
+
+        jobs = ((fn, item, args) for item in items)
+        for _, (pid, out) in ordered_map(_call, jobs, self.processes, all_up=True):
+            self.pids.add(pid)
+            yield out

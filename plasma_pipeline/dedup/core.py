@@ -5,7 +5,8 @@ signatures, band hashes, candidate pairs or ids, and sizes every pass to `dedup.
 
 1. signatures (`signatures.spill_signatures`, per shard, in the shard workers of `shard_work.ordered_pool`): exact
    key of the normalised text, LSH band hashes (bands x docs), length, source and id of every document, written
-   by the worker; a few numbers per shard come back;
+   by the worker; a few numbers per shard come back. With a `resume.SignatureCache` they are kept per input shard
+   and a rerun after a kill signs only the shards it had not finished;
 2. exact groups (`clusters.exact_groups`): runs of equal exact keys, per hash-range partition; one keeper each by
    the keep rule (`clusters.KeepRule`), the others hang off it;
 3. LSH candidates (`lsh.spill_candidates`): per band, per hash-range partition, the band hashes of the exact
@@ -29,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -48,10 +49,10 @@ from plasma_pipeline.dedup.signatures import (
     shingle_sets,
     signature_shard,
     spill_shingles,
-    spill_signatures,
 )
+from plasma_pipeline.dedup.resume import SignatureCache, signatures_job
 from plasma_pipeline.dedup.spill import Spill, release_memory
-from plasma_pipeline.shard_work import environ_set, ordered_pool
+from plasma_pipeline.shard_work import ordered_pool
 
 __all__ = [
     "DedupResult",
@@ -70,22 +71,15 @@ MIN_BYTES_PER_WORKER = 32 << 20  # estimated in-memory shard size (a callable's 
 MIN_DOCS_PER_WORKER = 20_000  # docs in candidate pairs whose shingle sets a worker computes
 
 
-@contextlib.contextmanager
-def _worker_threads(workers: int):
-    """Spawned workers inherit the environment: cap each one's Rust thread pools (polars, rensa) to its share of
-    the cores while the pool starts and runs."""
+def _thread_caps(workers: int) -> dict[str, str]:
+    """Each worker's Rust thread pools (polars, rensa) capped to its share of the cores."""
     per = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
-    with environ_set({"POLARS_MAX_THREADS": per, "RAYON_NUM_THREADS": per}):
-        yield
+    return {"POLARS_MAX_THREADS": per, "RAYON_NUM_THREADS": per}
 
 
 def _run(func, items: list[tuple], workers: int):
-    """(item, result) in order, through the shard worker pool every stage uses."""
-    if workers <= 1 or len(items) <= 1:
-        yield from ordered_pool(func, items, 1)
-        return
-    with _worker_threads(workers):
-        yield from ordered_pool(func, items, workers)
+    """(item, result) in order, through the executor every stage's shard work uses."""
+    return ordered_pool(func, items, workers, env=_thread_caps(workers) if workers > 1 else None)
 
 
 def _prewarm_imports() -> None:
@@ -105,8 +99,14 @@ def _id_loader(shards: list[Shard], cfg: DedupConfig):
     return load
 
 
-def dedup_tables(shards: Sequence[Shard], cfg: DedupConfig, stats: Counter) -> DedupResult:
+def dedup_tables(shards: Sequence[Shard], cfg: DedupConfig, stats: Counter, cache: SignatureCache | None = None,
+                 log: Callable[[str], None] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> DedupResult:
     """Deduplicate a corpus given as shards (Parquet/jsonl paths, tables, or picklable callables returning tables).
+
+    With `cache` (a key per shard, from its content hash), each shard's signatures are kept in the cache and a
+    rerun after a kill signs only the shards without a complete entry; `log` says how many were reused.
+    `progress(shard index, docs)` is called as each shard's signatures are done.
 
     Counts `kept`, `dropped/exact_duplicate`, `dropped/near_duplicate`, `candidates/pairs`,
     `candidates/confirmed`, `candidates/rejected_by_confirm`, `skipped/no_words` into `stats`. Filter each shard
@@ -119,26 +119,46 @@ def dedup_tables(shards: Sequence[Shard], cfg: DedupConfig, stats: Counter) -> D
     if cfg.spill_dir:
         os.makedirs(cfg.spill_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="plasma-dedup-", dir=cfg.spill_dir or None) as root:
-        result = _dedup(shards, cfg, stats, plan, Spill(root), timings)
+        result = _dedup(shards, cfg, stats, plan, Spill(root), timings, cache, log, progress)
     timings["total_s"] = time.perf_counter() - t0
     result.metadata["timings"] = {k: round(v, 4) for k, v in timings.items()}
     return result
 
 
-def _dedup(shards: list[Shard], cfg: DedupConfig, stats: Counter, plan: MemoryPlan, sp: Spill, timings) -> DedupResult:
+def _dedup(shards: list[Shard], cfg: DedupConfig, stats: Counter, plan: MemoryPlan, sp: Spill, timings,
+           cache: SignatureCache | None = None, log: Callable[[str], None] | None = None,
+           progress: Callable[[int, int], None] | None = None) -> DedupResult:
     mem: dict = {"memory_gb": cfg.memory_gb, "budget_bytes": plan.budget}
 
-    # 1. signatures, written by the shard workers
+    # 1. signatures, written by the shard workers (or linked from the cache entries of an earlier, killed run)
     t = time.perf_counter()
-    sizes = [shard_bytes_estimate(s) for s in shards]
-    workers = plan.workers(cfg.processes, len(shards), max(sizes, default=0))
+    keys = cache.keys if cache is not None else [None] * len(shards)
+    reused = {i for i in range(len(shards)) if cache is not None and cache.done(i)}
+    if log is not None:
+        log(f"signatures: reused {len(reused)} of {len(shards)} shards from an earlier run" if reused
+            else f"signatures: {len(shards)} shards")
+    todo = [i for i in range(len(shards)) if i not in reused]
+    sizes = [shard_bytes_estimate(shards[i]) for i in todo]
+    workers = plan.workers(cfg.processes, len(todo), max(sizes, default=0))
     if all(sizes):
         workers = min(workers, max(1, sum(sizes) // MIN_BYTES_PER_WORKER))
     mem["signature_workers"] = workers
     if workers > 1:  # the parent only waits: import scipy meanwhile (in-process signing would compete with it)
         _prewarm_imports()
-    infos: list[ShardInfo] = [info for _, info in _run(
-        spill_signatures, [(s, i, cfg, str(sp.root)) for i, s in enumerate(shards)], workers)]
+    cache_dir = cache.dir if cache is not None else None
+    if cache_dir is not None:
+        os.makedirs(cache_dir, exist_ok=True)
+    infos: list[ShardInfo] = [None] * len(shards)  # type: ignore[list-item]
+    for i in sorted(reused):  # small files and hard links: in this process
+        infos[i] = signatures_job(shards[i], i, cfg, str(sp.root), cache_dir, keys[i])[0]
+        if progress is not None:
+            progress(i, infos[i].docs)
+    jobs = [(shards[i], i, cfg, str(sp.root), cache_dir, keys[i]) for i in todo]
+    for (_, i, *_), (info, _) in _run(signatures_job, jobs, workers):
+        infos[i] = info
+        if progress is not None:
+            progress(i, info.docs)
+    mem["signature_shards_reused"] = len(reused)
     timings["signatures_s"] = time.perf_counter() - t
     return dedup_spilled(infos, shards, cfg, stats, plan, sp, timings, mem)
 

@@ -17,6 +17,7 @@ from plasma_pipeline.collect.reader import PartPool, ReadOptions, rebatch
 from plasma_pipeline.dedup.config import DedupConfig
 from plasma_pipeline.dedup.core import DedupResult, dedup_tables
 from plasma_pipeline.dedup.io import FileShard, expand_inputs, file_shards, file_stem, load_shard, read_options
+from plasma_pipeline.progress import bytes_docs_bar, part_bytes
 
 STATS_FILE = "dedup_stats.json"
 # Rows per row group of an output file; cut from the row sequence alone, so the bytes do not depend on how the
@@ -52,7 +53,12 @@ def dedup_files(
     shards = file_shards(files, opts, cfg.processes)
     file_of = {f: i for i, f in enumerate(files)}
     out_names = _unique_names([file_stem(f) for f in files])
-    result = dedup_tables(shards, cfg, stats)
+    sizes = [part_bytes(s.part) for s in shards]
+    bar = bytes_docs_bar(sum(sizes), "dedup: signatures")
+    try:
+        result = dedup_tables(shards, cfg, stats, progress=lambda i, docs: bar.update_docs(docs, sizes[i]))
+    finally:
+        bar.close()
 
     # Second pass: each part's survivors, read in the workers, written per input file in input order.
     os.makedirs(output_dir, exist_ok=True)
@@ -63,8 +69,11 @@ def dedup_files(
     tag = uuid.uuid4().hex[:8]
     by_file = itertools.groupby(zip(jobs, results), key=lambda jr: file_of[jr[0][1].part.path])
 
+    bar = bytes_docs_bar(sum(sizes), "dedup: survivors")
+
     def kept_tables(group):
-        for _, (kept, st) in group:
+        for (i, _, mask), (kept, st) in group:
+            bar.update_docs(len(mask), sizes[i])
             read_stats.update(st)
             yield kept
 
@@ -76,6 +85,7 @@ def dedup_files(
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
+    bar.close()
     stats.update(read_stats)
     result.metadata["parts"] = len(shards)
     result.metadata["workers_used"] = pool.workers_used

@@ -80,31 +80,16 @@ def _mix64(keys: np.ndarray, salt: int) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def _map(func: Callable, items: Iterable[tuple], processes: int) -> Iterator:
-    """func(*item) in input order: inline and lazily for processes <= 1, else through the ordered spawn pool."""
-    if processes <= 1:
-        return (func(*item) for item in items)
-    from plasma_pipeline.shard_work import ordered_pool
-
-    return _one_blas_thread(ordered_pool(func, list(items), processes))
-
-
 _BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _one_blas_thread(results: Iterator[tuple]) -> Iterator:
-    """The pool's results; its workers start with one BLAS thread each (they do no linear algebra, and numpy's
-    OpenBLAS otherwise starts a thread per core in every worker at import: ~0.1 s of CPU each). The variables are
-    set only while the pool starts its workers (at its first submissions) and restored after."""
-    from plasma_pipeline.shard_work import environ_set
+def _map(func: Callable, items: Iterable[tuple], processes: int) -> Iterator:
+    """func(*item) in input order through the executor every stage's shard work uses (processes <= 1 locally:
+    inline and lazily). Local workers start with one BLAS thread each: they do no linear algebra, and numpy's
+    OpenBLAS otherwise starts a thread per core in every worker at import (~0.1 s of CPU each)."""
+    from plasma_pipeline.shard_work import ordered_pool
 
-    with environ_set({k: "1" for k in _BLAS_THREADS}, keep_existing=True):
-        first = next(results, None)
-    if first is None:
-        return
-    yield first[1]
-    for _, r in results:
-        yield r
+    return (r for _, r in ordered_pool(func, items, processes, env={k: "1" for k in _BLAS_THREADS}))
 
 
 def _framed(toks: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -140,10 +125,32 @@ def _rows_and_bytes(src: Source) -> tuple[int, int] | None:
         return None
 
 
+@dataclass
+class TokenCache:
+    """Pass-1 results that outlive a killed run: the spill file and the per-document arrays of every slice of an
+    input shard named in `shard_sha256` (path -> the sha256 its manifest gives), under `dir`, keyed by
+    `code_version` (the stage's code and recipe slice, and the tokenizer's version), the shard's hash and the slice.
+    A rerun tokenises only the slices that have no complete result (`<key>.npz`, written last)."""
+
+    dir: str
+    code_version: str
+    shard_sha256: dict[str, str]
+
+    def path(self, src: Source, j: int, m: int, ext: str) -> str | None:
+        sha = None if isinstance(src, pa.Table) else self.shard_sha256.get(os.fspath(src))
+        if sha is None:
+            return None
+        import hashlib
+
+        key = hashlib.sha256(f"{self.code_version}\n{sha}\n{j}/{m}\n{ext}".encode()).hexdigest()[:32]
+        return os.path.join(self.dir, key + ext)
+
+
 def _tasks(domain_doc_iters, domains: list[str], args: tuple, spill_dir: str,
-           ext: str = ".i32") -> Iterator[tuple[tuple, tuple]]:
+           ext: str = ".i32", cache: TokenCache | None = None) -> Iterator[tuple[tuple, tuple]]:
     """((domain index, table index, slice, slices), worker args) per task: each input table, in order, cut
-    into row slices of about _TASK_BYTES of text so that one big table does not hold back the other workers."""
+    into row slices of about _TASK_BYTES of text so that one big table does not hold back the other workers.
+    A slice of a shard in `cache` spills into the cache (and its result is kept there)."""
     for di, d in enumerate(domains):
         for k, src in enumerate(domain_doc_iters[d]()):
             size = _rows_and_bytes(src)
@@ -155,11 +162,14 @@ def _tasks(domain_doc_iters, domains: list[str], args: tuple, spill_dir: str,
                 if isinstance(src, pa.Table) and m > 1:  # a compact copy: a pickled slice would carry it all
                     piece = src.take(arrow_ints(np.arange(lo, hi)))
                     lo, hi = 0, None
-                path = os.path.join(spill_dir, f"{di:04d}-{k:07d}-{j:04d}{ext}")
-                yield (di, k, j, m), (piece, lo, hi, *args, path)
+                cached = cache.path(src, j, m, ext) if cache is not None else None
+                path = cached or os.path.join(spill_dir, f"{di:04d}-{k:07d}-{j:04d}{ext}")
+                yield (di, k, j, m), (piece, lo, hi, *args, path, cached is not None)
 
 
-_LAST_READ: list = [None, None]  # (path, mtime, size), table of this process's last shard: the next slice's too
+# ((path, mtime, size), table) of this process's last shard: the next slice's too. One slot, replaced whole, so
+# threads of one Dask worker never pair one shard's key with another's table.
+_LAST_READ: list = [None]
 
 
 def _read_shard(path: str | os.PathLike) -> pa.Table:
@@ -171,18 +181,34 @@ def _read_shard(path: str | os.PathLike) -> pa.Table:
     try:
         st = os.stat(path)
         key = (str(path), st.st_mtime_ns, st.st_size)
-        if _LAST_READ[0] == key:
-            return _LAST_READ[1]
+        last = _LAST_READ[0]
+        if last is not None and last[0] == key:
+            return last[1]
         table = pq.ParquetFile(path).read(columns=["id", "text"])
     except (pa.ArrowInvalid, OSError) as e:
         raise CorruptShardError(f"cannot read shard {path}: {e}") from e
-    _LAST_READ[:] = [key, table]
+    _LAST_READ[0] = (key, table)
     return table
 
 
+_RESULT_ARRAYS = ("train_lengths", "train_keys", "val_lengths")
+
+
 def _tokenize_part(src: Source, lo: int, hi: int | None, tokenizer_path: str, seed: int, val_fraction: float,
-                   num_threads: int, spill_path: str) -> dict:
-    """Encode rows lo:hi of a table; write their train then val `[BOS] doc [EOS]` chunks to spill_path."""
+                   num_threads: int, spill_path: str, keep: bool = False) -> dict:
+    """Encode rows lo:hi of a table; write their train then val `[BOS] doc [EOS]` chunks to spill_path. With
+    `keep` (a cached slice) the result is also saved beside it, last, and a saved one is loaded instead."""
+    if keep:
+        done = os.path.splitext(spill_path)[0] + ".npz"
+        if os.path.exists(done):
+            with np.load(done) as z:
+                return {"path": spill_path, "empty": int(z["empty"]), "reused": True,
+                        **{k: z[k] for k in _RESULT_ARRAYS}}
+        r = _tokenize_part(src, lo, hi, tokenizer_path, seed, val_fraction, num_threads, spill_path)
+        tmp = f"{done}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, empty=r["empty"], **{k: r[k] for k in _RESULT_ARRAYS})
+        os.replace(tmp, done)  # after the spill file: a result on disk always has its tokens
+        return {**r, "reused": False}
     from plasma_pipeline.tokenizer.encode import load_encoder
 
     table = src if isinstance(src, pa.Table) else _read_shard(src)
@@ -199,7 +225,11 @@ def _tokenize_part(src: Source, lo: int, hi: int | None, tokenizer_path: str, se
     train = _framed(toks[~tok_val], lens[~is_val])
     val = _framed(toks[tok_val], lens[is_val])
     if len(train) or len(val):
-        np.concatenate((train, val)).astype(_spill_dtype(spill_path)).tofile(spill_path)
+        tmp = f"{spill_path}.{os.getpid()}.tmp"
+        np.concatenate((train, val)).astype(_spill_dtype(spill_path)).tofile(tmp)
+        os.replace(tmp, spill_path)
+    elif os.path.exists(spill_path):
+        os.remove(spill_path)
     return {
         "path": spill_path,
         "empty": table.num_rows - len(ids),
@@ -312,15 +342,13 @@ def _pack_val(dom: _Domain, di: int, d: str, cfg: MixConfig, val_buf: _ShardBuff
         val_buf.add(np.concatenate(stream).reshape(n_rows, cfg.row_len), np.full(n_rows, di, dtype=np.int64))
 
 
+def _keyed_part(key: tuple, args: tuple) -> tuple[tuple, dict]:
+    return key, _tokenize_part(*args)
+
+
 def _pass1(tasks: Iterable[tuple[tuple, tuple]], processes: int) -> Iterator[tuple[tuple, dict]]:
     """(task key, `_tokenize_part` result) per task, in task order."""
-    if processes <= 1:
-        for key, args in tasks:
-            yield key, _tokenize_part(*args)
-        return
-    tasks = list(tasks)
-    for (key, _), r in zip(tasks, _map(_tokenize_part, [args for _, args in tasks], processes)):
-        yield key, r
+    return _map(_keyed_part, tasks, processes)
 
 
 class _ShardBuffer:
@@ -391,6 +419,39 @@ def _domain_sequence(dom: _Domain, plan: DomainPlan, d: str, cfg: MixConfig) -> 
     return np.concatenate(docs), np.concatenate(takes)
 
 
+@dataclass
+class ShardFiles:
+    """Train shards written by the pack tasks themselves (zstd Parquet of at most `max_rows` rows and
+    `row_group_rows`-row groups, fsynced and hashed) into `dir`; the parent only calls `adopt(path, sha256)`
+    for each, in order (VersionWriter.add_file)."""
+
+    dir: str
+    adopt: Callable[[str, str], None]
+    max_rows: int = 50_000
+    row_group_rows: int = 5_000
+
+
+def _train_shard_files(out: tuple[str, int, int], *args) -> list[tuple[str, int, str]]:
+    """Pack train shard `args[0]` and write it as files of at most max_rows rows: [(path, rows, sha256)]."""
+    import pyarrow.parquet as pq
+
+    from plasma_pipeline.shards import file_sha256
+
+    out_dir, max_rows, row_group_rows = out
+    table = _train_shard(*args)
+    files = []
+    for p, lo in enumerate(range(0, table.num_rows, max_rows)):
+        path = os.path.join(out_dir, f"train-{args[0]:06d}-{p:03d}.parquet")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        piece = table.slice(lo, max_rows)
+        pq.write_table(piece, tmp, compression="zstd", row_group_size=row_group_rows)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        files.append((path, piece.num_rows, file_sha256(path)))
+    return files
+
+
 def _train_shard(s: int, paths: list[str], c_file: np.ndarray, c_off: np.ndarray, c_start: np.ndarray,
                  c_n: np.ndarray, c_dom: np.ndarray, t0: int, t1: int, total: int, row_len: int,
                  domains: list[str], seed: int) -> pa.Table:
@@ -434,11 +495,13 @@ def build_token_shards(
     domain_doc_iters: dict[str, Callable[[], Iterable[Source]]],
     tokenizer_path: str | os.PathLike,
     cfg: MixConfig,
-    writer_train: Writer,
+    writer_train: Writer | ShardFiles,
     writer_val: Writer,
     stats: Counter,
     work_dir: str | os.PathLike | None = None,
     processes: int = 1,
+    cache: TokenCache | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Mix, tokenise and pack the domains into TOKEN_SCHEMA tables handed to writer_train / writer_val.
 
@@ -447,6 +510,9 @@ def build_token_shards(
     paths (each worker reads its shard) to keep memory bounded. Domains with weight 0 (or missing from
     cfg.weights) are not read. Token spills go under `work_dir` (a temporary directory by default, removed at
     the end). `processes` (0 = all cores) worker processes tokenise and pack; the output does not depend on it.
+    `writer_train` may be a `ShardFiles`: the pack tasks then write the train shards themselves. With `cache`,
+    tokenised slices of the shards it names are kept there, and a rerun after a kill reuses them (`log` says
+    how many shards were reused).
     Returns the metadata described in the module doc."""
     unknown = sorted(set(cfg.weights) - set(domain_doc_iters))
     if unknown:
@@ -476,7 +542,11 @@ def build_token_shards(
             _pack_val(dom, di, d, cfg, val_buf, stats)
 
         ext = ".u16" if sp.get_piece_size() <= 1 << 16 else ".i32"
-        tasks = _tasks(domain_doc_iters, domains, (tokenizer_path, cfg.seed, cfg.val_fraction, threads), spill_dir, ext)
+        tasks = _tasks(domain_doc_iters, domains, (tokenizer_path, cfg.seed, cfg.val_fraction, threads), spill_dir,
+                       ext, cache)
+        if cache is not None:
+            os.makedirs(cache.dir, exist_ok=True)
+        n_shards = n_reused = 0
         for (di, _, j, m), r in _pass1(tasks, processes):
             while done < di:
                 finish(done)
@@ -484,13 +554,18 @@ def build_token_shards(
             stats["dropped/empty_text"] += r["empty"]
             slices.append(r)
             if j == m - 1:
+                n_shards += 1
+                n_reused += all(x.get("reused") for x in slices)
                 spills[domains[di]].parts.append(_part_of(slices))
                 slices = []
+        if log is not None and cache is not None:
+            log(f"tokenize: reused {n_reused} of {n_shards} shards from an earlier run" if n_reused
+                else f"tokenize: {n_shards} shards")
         while done < n_dom:
             finish(done)
             done += 1
         val_buf.close()
-        _LAST_READ[:] = [None, None]
+        _LAST_READ[0] = None
 
         plans = plan_mix({d: int(s.doc_lengths.sum()) for d, s in spills.items()}, cfg)
         for d, p in plans.items():
@@ -554,10 +629,19 @@ def build_token_shards(
 
             # Packing costs ~20 ns a token: a pool pays for its start only on big outputs of several shards.
             pool = processes if -(-n_rows // R) > 1 and total >= _POOL_PACK_TOKENS else 1
-            for table in _map(_train_shard, shard_tasks(), pool):
-                writer_train(table)
-                rows_train += table.num_rows
-                shards_train += 1
+            if isinstance(writer_train, ShardFiles):
+                out = (writer_train.dir, writer_train.max_rows, writer_train.row_group_rows)
+                os.makedirs(writer_train.dir, exist_ok=True)
+                for files in _map(_train_shard_files, ((out, *t) for t in shard_tasks()), pool):
+                    for path, rows, sha in files:
+                        writer_train.adopt(path, sha)
+                        rows_train += rows
+                    shards_train += 1
+            else:
+                for table in _map(_train_shard, shard_tasks(), pool):
+                    writer_train(table)
+                    rows_train += table.num_rows
+                    shards_train += 1
 
     for d in domains:
         if placed[d] != plans[d].achieved_tokens:  # an internal invariant, not a data condition

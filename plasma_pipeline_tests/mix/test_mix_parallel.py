@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from plasma_pipeline.mix import MixConfig, build_token_shards
+from plasma_pipeline.mix import MixConfig, ShardFiles, build_token_shards
 from plasma_pipeline.mix import build as mix_build
+from plasma_pipeline.shards import file_sha256
 from plasma_pipeline_tests.mix.conftest import iters, mix_domains
 
 
@@ -74,3 +77,26 @@ def test_inputs_as_shard_paths_match_tables_and_empty_shards_are_fine(tok_path, 
     a = run(tok_path, cfg, iters(tables, batch=400), processes=1)
     b = run(tok_path, cfg, {d: lambda d=d: paths[d] for d in paths}, processes=1)
     assert a[1] == b[1] and a[2] == b[2] and a[0] == b[0]
+
+
+def test_pack_workers_write_the_train_shards_themselves_identically_for_1_and_2_processes(tok_path, cfg, tmp_path,
+                                                                                           monkeypatch):
+    tables = mix_domains()
+    paths = shard_files(tables, tmp_path)
+    sources = {d: lambda d=d: paths[d] for d in paths}
+    expected = run(tok_path, cfg, sources, processes=1)[1]  # the tables a writer would get
+    monkeypatch.setattr(mix_build, "_POOL_PACK_TOKENS", 0)  # packing in the pool too
+    written = {}
+    for processes in (1, 2):
+        adopted: list[tuple[str, str]] = []
+        files = ShardFiles(str(tmp_path / f"out{processes}"), lambda p, sha: adopted.append((p, sha)),
+                           max_rows=600, row_group_rows=250)
+        build_token_shards(sources, tok_path, cfg, files, [].append, Counter(), processes=processes)
+        for p, sha in adopted:
+            assert file_sha256(Path(p)) == sha  # hashed by the worker that wrote it
+        written[processes] = [(Path(p).name, sha) for p, sha in adopted]
+        tables_out = [pq.read_table(p) for p, _ in adopted]
+        assert all(t.num_rows <= 600 for t in tables_out)  # 1000-row shards cut to the store's max rows
+        assert pq.ParquetFile(adopted[0][0]).metadata.num_row_groups == 3
+        assert pa.concat_tables(tables_out).equals(pa.concat_tables([pq.read_table(io.BytesIO(b)) for b in expected]))
+    assert written[1] == written[2] and len(written[1]) > len(expected)
