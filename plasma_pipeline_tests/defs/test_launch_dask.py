@@ -8,7 +8,12 @@ writer from a real SentencePiece model and real token shards, so only the traini
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,8 +26,8 @@ import yaml
 from plasma_pipeline.defs import build_defs
 from plasma_pipeline.defs.common import store_for
 from plasma_pipeline.defs.launch import PipesDaskClient
-from plasma_pipeline.launch.dask_worker import WORKER_PYTHON, run_trainer
-from plasma_pipeline.recipe import load_recipe
+from plasma_pipeline.launch.dask_worker import WORKER_PYTHON
+from plasma_pipeline.recipe import REPO_ROOT, load_recipe
 from plasma_pipeline_tests.conftest import tiny_recipe_dict
 from plasma_pipeline_tests.evaluate.fixtures import write_token_shards
 from plasma_pipeline_tests.infer.toy import train_sp
@@ -138,21 +143,59 @@ def test_a_failing_remote_trainer_fails_the_step_with_its_error(tmp_path, cluste
         assert "FileNotFoundError: no train/*.parquet under" in text and "no_such_shards" in text
 
 
-def test_a_cancelled_task_interrupts_its_process_like_a_terminated_step(tmp_path, cluster):
-    """Cancelling the task (the step was interrupted, or its process died and the scheduler let go of it) sends
-    the child SIGINT, as the local Pipes client does, and the child's exit is relayed before the task ends."""
-    marker = tmp_path / "got_sigint"
-    child = (f"import signal, sys, time\n"
-             f"def stop(*a):\n    open({str(marker)!r}, 'w').write('x'); sys.exit(130)\n"
-             f"signal.signal(signal.SIGINT, stop)\nprint('ready', flush=True)\ntime.sleep(60)\n")
-    with distributed.Client(cluster.scheduler_address, set_as_default=False) as client:
-        queue = distributed.Queue("plasma-pipes-cancel-test", client=client)
-        fut = client.submit(run_trainer, [WORKER_PYTHON, "-c", child], {}, None, queue.name, 5.0, pure=False)
-        items = _relayed_until(queue, ("stdout", "ready\n"), 30)
-        client.cancel(fut)
-        t0 = time.monotonic()
-        items = _relayed_until(queue, ("end", "130"), 15)
-        assert marker.exists() and time.monotonic() - t0 < 10, items
+def _stand_in_trainer(tmp_path: Path) -> tuple[str, Path, Path]:
+    """A child that handles SIGINT as the trainer does (a second to checkpoint, then exit 130), leaving a marker."""
+    ready, stopped = tmp_path / "ready", tmp_path / "got_sigint"
+    code = (f"import signal, sys, time\n"
+            f"def stop(*a):\n    time.sleep(1); open({str(stopped)!r}, 'w').write('x'); sys.exit(130)\n"
+            f"signal.signal(signal.SIGINT, stop)\nopen({str(ready)!r}, 'w').write('x')\ntime.sleep(120)\n")
+    return code, ready, stopped
+
+
+def _wait_for(path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} did not appear within {timeout_s} s"
+        time.sleep(0.1)
+
+
+def test_an_interrupted_step_stops_its_remote_trainer_and_waits_for_it(tmp_path, cluster):
+    """A step terminated from the UI is interrupted (SIGINT to its process): the Dask client cancels the task, the
+    worker forwards SIGINT to the trainer, and the step ends only after the trainer has exited."""
+    code, ready, stopped = _stand_in_trainer(tmp_path)
+
+    @dg.asset
+    def base_model(context):
+        client = PipesDaskClient(cluster.scheduler_address, termination_timeout_s=10)
+        return client.run(command=[WORKER_PYTHON, "-c", code], context=context).get_materialize_result()
+
+    def terminate() -> None:
+        _wait_for(ready, 60)
+        os.kill(os.getpid(), signal.SIGINT)  # what `dagster` receives when a run is terminated
+
+    threading.Thread(target=terminate, daemon=True).start()
+    res = dg.materialize([base_model], raise_on_error=False)
+    assert not res.success
+    err = next(e for e in res.all_events if e.is_step_failure).event_specific_data.error
+    assert err.cls_name == "DagsterExecutionInterruptedError"
+    assert stopped.exists()  # the trainer had checkpointed and exited when the step ended
+
+
+def test_a_remote_trainer_whose_step_process_died_gets_sigint(tmp_path, cluster):
+    """The step process killed outright (kill -9, OOM): its Dask client is gone, the scheduler releases the task,
+    and the trainer is stopped as if its step had been terminated: no orphan trainer holds the GPU."""
+    code, ready, stopped = _stand_in_trainer(tmp_path)
+    step = (f"import time, distributed\nfrom plasma_pipeline.launch.dask_worker import WORKER_PYTHON, run_trainer\n"
+            f"c = distributed.Client({cluster.scheduler_address!r})\n"
+            f"f = c.submit(run_trainer, [WORKER_PYTHON, '-c', {code!r}], {{}}, None, 'plasma-pipes-orphan', pure=False)\n"
+            f"time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", step], cwd=REPO_ROOT)
+    try:
+        _wait_for(ready, 60)
+        proc.kill()
+    finally:
+        proc.wait()
+    _wait_for(stopped, 15)
 
 
 def _trainer_summary(metadata) -> dict:
@@ -165,12 +208,3 @@ def _trainer_summary(metadata) -> dict:
             out.update(value.value)
     return out
 
-
-def _relayed_until(queue, item, timeout_s: float) -> list:
-    items: list = []
-    deadline = time.monotonic() + timeout_s
-    while item not in items:
-        assert time.monotonic() < deadline, f"{item} not relayed within {timeout_s} s: {items}"
-        items += [i for batch in queue.get(batch=True) for i in batch]
-        time.sleep(0.1)
-    return items
