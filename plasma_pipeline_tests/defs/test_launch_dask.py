@@ -143,12 +143,19 @@ def test_a_failing_remote_trainer_fails_the_step_with_its_error(tmp_path, cluste
         assert "FileNotFoundError: no train/*.parquet under" in text and "no_such_shards" in text
 
 
-def _stand_in_trainer(tmp_path: Path) -> tuple[str, Path, Path]:
-    """A child that handles SIGINT as the trainer does (a second to checkpoint, then exit 130), leaving a marker."""
+UP = "stand-in trainer is up"
+
+
+def _stand_in_trainer(tmp_path: Path, pipes: bool = False) -> tuple[str, Path, Path]:
+    """A child that handles SIGINT as the trainer does (a second to checkpoint, then exit 130), leaving a marker;
+    with `pipes`, it says it is up through Dagster Pipes and then waits."""
     ready, stopped = tmp_path / "ready", tmp_path / "got_sigint"
+    wait = "time.sleep(120)"
+    if pipes:
+        wait = f"from dagster_pipes import open_dagster_pipes\nwith open_dagster_pipes() as p:\n    p.log.info({UP!r})\n    {wait}"
     code = (f"import signal, sys, time\n"
             f"def stop(*a):\n    time.sleep(1); open({str(stopped)!r}, 'w').write('x'); sys.exit(130)\n"
-            f"signal.signal(signal.SIGINT, stop)\nopen({str(ready)!r}, 'w').write('x')\ntime.sleep(120)\n")
+            f"signal.signal(signal.SIGINT, stop)\nopen({str(ready)!r}, 'w').write('x')\n{wait}\n")
     return code, ready, stopped
 
 
@@ -160,21 +167,29 @@ def _wait_for(path: Path, timeout_s: float) -> None:
 
 
 def test_an_interrupted_step_stops_its_remote_trainer_and_waits_for_it(tmp_path, cluster):
-    """A step terminated from the UI is interrupted (SIGINT to its process): the Dask client cancels the task, the
-    worker forwards SIGINT to the trainer, and the step ends only after the trainer has exited."""
-    code, ready, stopped = _stand_in_trainer(tmp_path)
+    """A trainer's Pipes log reaches the event log while it runs; then the step is terminated (SIGINT to its
+    process, as from the UI): the Dask client cancels the task, the worker forwards SIGINT to the trainer, and the
+    step ends only after the trainer has exited."""
+    code, ready, stopped = _stand_in_trainer(tmp_path, pipes=True)
 
     @dg.asset
     def base_model(context):
         client = PipesDaskClient(cluster.scheduler_address, termination_timeout_s=10)
         return client.run(command=[WORKER_PYTHON, "-c", code], context=context).get_materialize_result()
 
-    def terminate() -> None:
-        _wait_for(ready, 60)
-        os.kill(os.getpid(), signal.SIGINT)  # what `dagster` receives when a run is terminated
+    with dg.instance_for_test() as instance:
+        def streamed() -> bool:
+            return any(UP in m for r in instance.get_runs() for m in _messages(instance, r.run_id))
 
-    threading.Thread(target=terminate, daemon=True).start()
-    res = dg.materialize([base_model], raise_on_error=False)
+        def terminate() -> None:
+            deadline = time.monotonic() + 60
+            while not streamed() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGINT)  # what `dagster` receives when a run is terminated
+
+        threading.Thread(target=terminate, daemon=True).start()
+        res = dg.materialize([base_model], instance=instance, raise_on_error=False)
+        assert streamed()  # and the stand-in was still running then: it only stops on SIGINT
     assert not res.success
     err = next(e for e in res.all_events if e.is_step_failure).event_specific_data.error
     assert err.cls_name == "DagsterExecutionInterruptedError"
