@@ -421,6 +421,8 @@ class TreeMonitor(threading.Thread):
         self.peak_kb = self.peak_single_kb = self.polls = 0
         self.peak_procs = 0
         self.cpu_ticks: dict[int, int] = {}
+        # CPU a process had used before the first poll (the benchmark itself, Dask workers started earlier)
+        self.base_ticks: dict[int, int] = {}
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -437,6 +439,8 @@ class TreeMonitor(threading.Thread):
                     todo += children.get(p, [])
             rss = [_rss_kb(p) for p in tree]
             for p in tree:
+                if not self.polls:
+                    self.base_ticks[p] = table[p][1]
                 self.cpu_ticks[p] = max(self.cpu_ticks.get(p, 0), table[p][1])
             total = sum(rss)
             if total > self.peak_kb:
@@ -447,7 +451,8 @@ class TreeMonitor(threading.Thread):
 
     @property
     def cpu_s(self) -> float:
-        return sum(self.cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")
+        used = sum(t - self.base_ticks.get(p, 0) for p, t in self.cpu_ticks.items())
+        return used / os.sysconf("SC_CLK_TCK")
 
 
 # --- running stages ----------------------------------------------------------------------------------------------
@@ -482,7 +487,10 @@ def parse_log(text: str) -> dict:
     return {"step_s": steps, "steps_span_s": span, "progress": progress}
 
 
-def run_stage(scale: int, stage: str, keys: list[str], recipe: Path, deadline: float) -> dict:
+def run_stage(scale: int, stage: str, keys: list[str], recipe: Path, deadline: float,
+              monitor_root: int | None = None) -> dict:
+    """One `dagster asset materialize` process; memory and CPU of its process tree, or of `monitor_root`'s (the
+    benchmark's own, when a Dask cluster it started does the work)."""
     home = SCALE_DIR / f"{scale}x" / "dagster_home"
     logs = SCALE_DIR / f"{scale}x" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -492,7 +500,7 @@ def run_stage(scale: int, stage: str, keys: list[str], recipe: Path, deadline: f
     t0 = time.monotonic()
     with open(logs / f"{stage}.log", "wb") as logf:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
-        mon = TreeMonitor(proc.pid)
+        mon = TreeMonitor(monitor_root or proc.pid)
         mon.start()
         killed = False
         while proc.poll() is None:
@@ -659,6 +667,17 @@ def git_state() -> dict:
             "status": status}
 
 
+def executor_recipe(recipe_path: Path, args) -> Path:
+    """The scale's recipe with an `executor:` section (the Dask cluster's address, or local)."""
+    import yaml
+
+    raw = yaml.safe_load(recipe_path.read_text())
+    raw["executor"] = {"kind": args.executor, **({"address": args.dask_address} if args.executor == "dask" else {})}
+    out = recipe_path.with_name(f"recipe-{args.executor}.yaml")
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return out
+
+
 def copy_classifiers(src_scale: int, scale: int) -> None:
     src, dst = SCALE_DIR / f"{src_scale}x" / "store", SCALE_DIR / f"{scale}x" / "store"
     for asset in CLASSIFIERS:
@@ -693,7 +712,10 @@ def run_scale(scale: int, args, classifier_scale: int | None, results: dict, sav
         (sdir / "dagster_home").mkdir(parents=True)
         shutil.copy(ROOT / "dagster.yaml", sdir / "dagster_home" / "dagster.yaml")
         recipe_path = write_recipe(scale, corpus)
+    if args.executor:
+        recipe_path = executor_recipe(recipe_path, args)
     recipe = load_recipe(recipe_path)
+    entry["executor"] = dict(getattr(recipe, "executor", None).__dict__) if args.executor else None
     entry["recipe"] = str(recipe_path.relative_to(ROOT))
     entry["dedup_memory_gb"] = getattr(recipe.dedup, "memory_gb", None)
     entry["mix_total_tokens"] = recipe.mix.total_tokens
@@ -713,7 +735,7 @@ def run_scale(scale: int, args, classifier_scale: int | None, results: dict, sav
             entry["stages"].append({"stage": stage, "skipped": "budget"})
             continue
         log(f"{scale}x: {stage} ...")
-        r = run_stage(scale, stage, keys(), recipe_path, deadline)
+        r = run_stage(scale, stage, keys(), recipe_path, deadline, monitor_root=args.monitor_root)
         if r["rc"] == 0:
             r.update(stage_counts(scale, stage, corpus, recipe))
             if r.get("docs_in"):
@@ -866,7 +888,20 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true",
                     help="keep each scale's store, instance, recipe and other stages' results (implies --merge)")
     ap.add_argument("--results-dir", type=Path, default=RESULTS)
+    ap.add_argument("--executor", choices=("local", "dask"), default="",
+                    help="run the stages with this executor section in the recipe; dask: on a LocalCluster of "
+                    "--dask-workers processes started here; memory and CPU are then those of this process's tree "
+                    "(the cluster's workers, nannies and the stage process), for both kinds")
+    ap.add_argument("--dask-workers", type=int, default=2)
     args = ap.parse_args()
+    args.monitor_root = os.getpid() if args.executor else None
+    args.dask_address = ""
+    if args.executor == "dask":
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(n_workers=args.dask_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        args.dask_address = cluster.scheduler_address
     args.merge = args.merge or args.resume
     scales = sorted(int(s) for s in args.scales.split(","))
     out_dir = args.results_dir
