@@ -8,7 +8,7 @@ The recipe is recipes/default.yaml with its own store (data/bench-results/mix_se
 `--tokens` tokens, objective mean val bpb over the five domains. Three timed phases, each one process whose
 wall time and CPU seconds (getrusage of the waited-for process tree) are recorded:
 
-1. inputs: `dagster asset materialize --select +tokenizer` (collect ... deduped, tokenizer): what the search reads;
+1. inputs: `dagster asset materialize --select "*tokenizer"` (collect ... deduped, tokenizer): what the search reads;
 2. search: `plasma mix-search --apply suggested.yaml` (val set, every variant's shards and proxy, the report);
 3. confirmation: the recipe's own model (`model:` / `pretrain:` sections: the demo's 1.8M-parameter toy, 300
    steps) trained with `plasma materialize --select pretrain_shards base_model` on the recipe's mix and then on
@@ -75,6 +75,8 @@ def main() -> int:
     ap.add_argument("--concentration", type=float, default=10.0)
     ap.add_argument("--tokens", type=int, default=200_000, help="train tokens per proxy")
     ap.add_argument("--val-rows", type=int, default=256, help="val rows per domain for the confirmation scores")
+    ap.add_argument("--base-recipe", type=Path, default=ROOT / "recipes" / "default.yaml",
+                    help="the recipe searched (default: the offline default; a tiny one for a dry run)")
     ap.add_argument("--work", type=Path, default=ROOT / "data" / "bench-results" / "mix_search")
     ap.add_argument("--keep", action="store_true", help="reuse the work folder (default: start empty)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results"
@@ -86,7 +88,7 @@ def main() -> int:
         shutil.rmtree(work)
     (work / "dagster_home").mkdir(parents=True, exist_ok=True)
     (work / "dagster_home" / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
-    raw = yaml.safe_load((ROOT / "recipes" / "default.yaml").read_text())
+    raw = yaml.safe_load(args.base_recipe.read_text())
     raw["store"]["root"] = str(work / "store")
     raw["mix_search"] = {
         "sample": {"n": args.n, "seed": 0, "concentration": args.concentration},
@@ -103,10 +105,11 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     res: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
                  "cpus": os.cpu_count(), "load_at_start": os.getloadavg()[0], "recipe": str(recipe),
+                 "base_recipe": str(args.base_recipe),
                  "mix_search": raw["mix_search"], "phases": {}}
 
     res["phases"]["inputs"] = timed("inputs", [str(BIN / "dagster"), "asset", "materialize", "-m",
-                                               "plasma_pipeline.definitions", "--select", "+tokenizer"],
+                                               "plasma_pipeline.definitions", "--select", "*tokenizer"],
                                     env, work / "inputs.log")
     search = timed("search", [str(BIN / "plasma"), "mix-search", "--apply", str(suggested), "--force"], env,
                    work / "search.log")

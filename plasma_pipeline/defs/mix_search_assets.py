@@ -247,7 +247,13 @@ def mix_search_assets(recipe: Recipe) -> list:
             total = recipe.mix.total_tokens
             max_share = {d: min(1.0, recipe.mix.max_epochs * available.get(d, 0) / total) for d in domains} \
                 if available else None
-            result = build_report(rows, domains, cfg, recipe.mix.weights, w.dir, max_share=max_share, missing=missing)
+            if rows:
+                result = build_report(rows, domains, cfg, recipe.mix.weights, w.dir, max_share=max_share,
+                                      missing=missing)
+            else:  # e.g. `plasma materialize --stale` before any proxy ran: say so rather than fail the run
+                text = "# Mixture search\n\nNo variant has finished yet: run `plasma mix-search`.\n"
+                (w.dir / "report.md").write_text(text)
+                result = {"markdown": text, "suggestion": None, "fits": []}
             w.metadata.update({"suggestion": result["suggestion"], "fits": result["fits"], "missing": missing,
                                "variants_done": len(rows)})
             w.inputs.update(inputs.versions)
