@@ -22,6 +22,12 @@ from plasma_pipeline.mix_search.variants import DIGITS, shares as share_of
 MIN_FOR_REGRESSION = 3
 
 
+def min_variants(domains: list[str]) -> int:
+    """Finished variants a regression needs: more than there are domains (the linear model has one coefficient
+    per domain; with fewer variants it interpolates them exactly and predicts nothing), and at least 3."""
+    return max(MIN_FOR_REGRESSION, len(domains) + 1)
+
+
 def objective_of(bpb: dict[str, float], obj_weights: dict[str, float]) -> float:
     return float(sum(w * bpb[d] for d, w in obj_weights.items() if w))
 
@@ -111,7 +117,7 @@ def build_report(rows: list[dict], domains: list[str], cfg: MixSearchConfig, rec
     c = np.array([centre[d] for d in domains])
 
     fits, best, sug = [], None, None
-    if len(rows) >= MIN_FOR_REGRESSION:
+    if len(rows) >= min_variants(domains):
         fits = fit_models(X, Y, obj, domains, domains, cfg.lightgbm_min_variants, cfg.seed)
         best = best_fit(fits)
         caps = None if max_share is None else np.array([max_share.get(d, 1.0) for d in domains])
@@ -183,7 +189,8 @@ def build_report(rows: list[dict], domains: list[str], cfg: MixSearchConfig, rec
         L += ["", "Proxy-scale predictions: confirm by training the recipe's model on the suggested mix "
                   "(`plasma mix-search --apply NEW.yaml`, then materialize with `PLASMA_RECIPE=NEW.yaml`)."]
     else:
-        L += ["", f"_No regression: it needs {MIN_FOR_REGRESSION} finished variants._"]
+        L += ["", f"_No regression: it needs {min_variants(domains)} finished variants (more than the "
+                  f"{len(domains)} domains); {len(rows)} finished._"]
     md = "\n".join(L) + "\n"
     _atomic_write(out_dir / "report.md", md)
     for name in ("bpb.png", "fit.png"):

@@ -89,9 +89,13 @@ def test_report_tables_every_variant_and_embeds_its_plots(tmp_path):
     assert {f["model"] for f in out["fits"]} == {"linear", "lightgbm"}
 
 
-def test_too_few_variants_give_a_table_and_no_suggestion(tmp_path):
-    rows = [{"name": "recipe", "shares": {"code": 1.0, "dialog": 0.0, "wiki": 0.0}, "bpb": {d: 2.0 for d in DOMAINS}}]
+def test_no_more_variants_than_domains_give_a_table_and_no_suggestion(tmp_path):
+    # Three variants fit three coefficients exactly: a "fit" that predicts nothing is not offered.
+    X, Y = _synthetic(3, noise=0.01)
+    rows = [{"name": f"v{i}", "shares": dict(zip(DOMAINS, x)), "bpb": dict(zip(DOMAINS, y))}
+            for i, (x, y) in enumerate(zip(X.tolist(), Y.tolist()))]
     out = build_report(rows, DOMAINS, MixSearchConfig(), {"code": 1.0}, tmp_path)
-    assert out["suggestion"] is None and "No regression" in out["markdown"]
+    assert out["suggestion"] is None and "needs 4 finished variants" in out["markdown"]
+    assert "| v2 |" in out["markdown"]
     with pytest.raises(ValueError, match="no finished variant"):
         build_report([], DOMAINS, MixSearchConfig(), {"code": 1.0}, tmp_path)
