@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -227,3 +229,133 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 24), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- background saves from host memory
+
+_ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int64: "I64"}
+
+
+class _SafetensorsLayout:
+    """A safetensors file laid out up front (header, then tensors in the order they will be written), so the
+    tensors can be streamed into it one unit at a time and the file still loads with safetensors."""
+
+    def __init__(self, entries: list[tuple[str, torch.dtype, tuple[int, ...]]]):
+        header, off = {}, 0
+        self.offsets: dict[str, int] = {}
+        for name, dtype, shape in entries:
+            n = (math.prod(shape) if shape else 1) * torch.empty((), dtype=dtype).element_size()
+            header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [off, off + n]}
+            self.offsets[name] = off
+            off += n
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % 8)
+        self.prefix = len(blob).to_bytes(8, "little") + blob
+        self.size = len(self.prefix) + off
+
+    def write(self, fd: int, name: str, t: torch.Tensor) -> None:
+        mv = memoryview(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+        pos = len(self.prefix) + self.offsets[name]
+        while mv:
+            n = os.pwrite(fd, mv, pos)
+            mv, pos = mv[n:], pos + n
+
+
+class AsyncSave:
+    """A checkpoint being written on a thread; result() waits and returns its directory (or raises)."""
+
+    def __init__(self):
+        self._done = threading.Event()
+        self._path: Path | None = None
+        self._error: BaseException | None = None
+        self.stats: dict = {}
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self) -> Path:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._path
+
+
+def save_checkpoint_async(out_dir: str | Path, step: int, engine, state: dict, model_config: dict,
+                          keep_last: int) -> AsyncSave:
+    """Save a checkpoint without stopping training, straight from the engine's host memory.
+
+    Engines with `snapshot_units()` (streaming) hand over their host tensors unit by unit: the writer takes each
+    unit once that unit's last optimizer step has landed, and the next step's host AdamW on a unit waits only
+    if it catches up with the writer, so no host copy of the model is made. Other engines are saved from
+    state_dict() on the thread. Same layout, hashes and atomic rename as save_checkpoint."""
+    handle = AsyncSave()
+    snap = engine.snapshot_units() if hasattr(engine, "snapshot_units") else None
+    if snap is None:
+        weights, optim = engine.state_dict(), engine.optimizer_state_dict()
+
+    def work():
+        t0 = time.perf_counter()
+        try:
+            root = Path(out_dir) / "checkpoints"
+            root.mkdir(parents=True, exist_ok=True)
+            final = root / f"step-{step:06d}"
+            tmp = root / f".tmp-step-{step:06d}-{os.getpid()}-bg"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            if snap is None:
+                _save_tensors(weights, tmp / "model.safetensors")
+                _save_tensors(optim, tmp / "optimizer.safetensors")
+            else:
+                _write_units(snap, tmp)
+            handle.stats["write_s"] = round(time.perf_counter() - t0, 2)
+            (tmp / "config.json").write_text(json.dumps(model_config, indent=2))
+            with ThreadPoolExecutor(max_workers=3) as pool:  # hashed after the units are released, off the gate
+                names = ("model.safetensors", "optimizer.safetensors", "config.json")
+                files = dict(zip(names, pool.map(lambda n: _file_record(tmp / n), names)))
+            (tmp / "state.json").write_text(json.dumps({**state, "files": files}, indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            prune_checkpoints(out_dir, keep_last, saved_step=step)
+            handle._path = final
+        except BaseException as e:
+            if snap is not None:
+                snap.abort()
+            handle._error = e
+        finally:
+            handle.stats["save_s"] = round(time.perf_counter() - t0, 2)
+            if snap is not None:
+                handle.stats["adam_gate_wait_s"] = round(snap.gate_wait_s, 3)
+            handle._done.set()
+
+    threading.Thread(target=work, name=f"checkpoint-{step}", daemon=True).start()
+    return handle
+
+
+def _write_units(snap, tmp: Path) -> None:
+    """Both safetensors files, unit by unit in the engine's order, releasing each unit as soon as it is written."""
+    model = _SafetensorsLayout([(k, torch.float32, s) for unit in snap.layout for k, s in unit])
+    optim = _SafetensorsLayout(
+        [("step", torch.int64, ()), ("streaming.last_clipped", torch.int64, ())]
+        + [(f"{k}.{m}", torch.float32, s) for unit in snap.layout for k, s in unit for m in ("exp_avg", "exp_avg_sq")])
+    fds = [os.open(tmp / n, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+           for n in ("model.safetensors", "optimizer.safetensors")]
+    try:
+        for fd, lay in zip(fds, (model, optim)):
+            os.pwrite(fd, lay.prefix, 0)
+            os.ftruncate(fd, lay.size)
+        for name, t in snap.scalars.items():
+            optim.write(fds[1], name, t)
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            for ui in range(len(snap.layout)):
+                weights, m, v = snap.take(ui)  # waits for this unit's pending optimizer step
+                jobs = [pool.submit(model.write, fds[0], k, t) for k, t in weights.items()]
+                jobs += [pool.submit(optim.write, fds[1], f"{k}.exp_avg", t) for k, t in m.items()]
+                jobs += [pool.submit(optim.write, fds[1], f"{k}.exp_avg_sq", t) for k, t in v.items()]
+                for j in jobs:
+                    j.result()
+                snap.release(ui)
+    finally:
+        snap.release_all()
+        for fd in fds:
+            os.close(fd)

@@ -22,6 +22,8 @@ Engine = Literal["resident", "streaming"]
 # "bfloat16" / "float32" are aliases that trainer.resolve_dtype has always accepted.
 Dtype = Literal["auto", "bf16", "fp32", "bfloat16", "float32"]
 SpeculativeAdam = Literal["auto", "always", "never"]
+# Streaming: where block activations live between forward and backward ("auto": the planner decides per layer).
+Activations = Literal["auto", "keep", "recompute", "offload"]
 # Devices: "auto", "cpu", "cuda" or "cuda:N" (a torch device string).
 _DEVICE_RE = re.compile(r"(auto|cpu|cuda(:\d+)?)")
 
@@ -109,10 +111,20 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
         name="2.4b", vocab_size=32000, dim=2560, n_layers=32, n_heads=20, n_kv_heads=4,
         ffn_dim=6912, max_seq_len=2048,
     ),
-    # LLaMA-7B widths with GQA 32/8 (5.93B; GQA removes 0.8B of k/v weights from LLaMA-1's 6.74B).
-    "7b": ModelConfig(
-        name="7b", vocab_size=32000, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+    # LLaMA-7B widths with GQA 32/8: 5.93B (GQA removes 0.8B of k/v weights from LLaMA-1's 6.74B). Was "7b".
+    "5.9b": ModelConfig(
+        name="5.9b", vocab_size=32000, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8,
         ffn_dim=11008, max_seq_len=2048,
+    ),
+    # Meta-Llama-3-8B's shape exactly (8.03B): 128256 vocab, GQA 32/8, SwiGLU 14336, rope theta 500000.
+    "llama3-8b": ModelConfig(
+        name="llama3-8b", vocab_size=128256, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+        ffn_dim=14336, max_seq_len=8192, rope_theta=500000.0,
+    ),
+    # LLaMA-3-8B widths, 38 layers instead of 32: 9.34B.
+    "9.3b": ModelConfig(
+        name="9.3b", vocab_size=128256, dim=4096, n_layers=38, n_heads=32, n_kv_heads=8,
+        ffn_dim=14336, max_seq_len=8192, rope_theta=500000.0,
     ),
 }
 
@@ -184,7 +196,17 @@ class TrainConfig:
     log_every: int = 1
     """Log metrics every N steps."""
     recompute: bool = False
-    """Resident engine: recompute each block in backward (activation checkpointing). Streaming always does."""
+    """Resident engine: recompute each block in backward (activation checkpointing). Streaming: see activations."""
+    activations: Activations = "auto"
+    """Streaming: "keep" every block's autograd graph on the GPU (no recompute), "recompute" from block-boundary
+    activations kept on the GPU, "offload" those boundaries to pinned host memory, or "auto": the planner keeps as
+    many layers as gpu_memory_gb allows and recomputes (or offloads) the rest."""
+    gpu_memory_gb: float = 0.0
+    """Streaming: GPU memory budget in GiB (0 = the whole device). Enforced (set_per_process_memory_fraction);
+    the planner picks micro_batch (when 0) and activation placement to fit, or fails before any work."""
+    grad_ring_slots: int = 3
+    """Streaming: pinned host slots (one layer of bf16 each) that gradients pass through on the way to the host
+    AdamW; bounds host memory beyond master + moments."""
     compile: bool = False
     """torch.compile the block function (cuda only)."""
     halt_at_step: int = 0
@@ -222,7 +244,9 @@ class TrainConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name}: must be a finite number > 0, got {v}")
-        for name in ("weight_decay", "grad_clip", "lock_timeout_s"):
+        if self.grad_ring_slots < 1:
+            raise ValueError(f"grad_ring_slots: must be >= 1, got {self.grad_ring_slots}")
+        for name in ("weight_decay", "grad_clip", "lock_timeout_s", "gpu_memory_gb"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name}: must be a finite number >= 0, got {v}")

@@ -42,12 +42,24 @@ def _fused_adamw_kernel(p, g, m, v, work, decay_mul, scale, one_minus_b1, b2, on
     work.copy_(p_new)
 
 
+def _fused_adamw_kernel_master(p, g, m, v, decay_mul, scale, one_minus_b1, b2, one_minus_b2, step_size, bc2_sqrt, eps):
+    """The same pass without a low-precision copy (the streaming engine casts on the GPU)."""
+    gf = g.float() * scale
+    m_new = m + one_minus_b1 * (gf - m)
+    v_new = v * b2 + one_minus_b2 * gf * gf
+    p_new = p * decay_mul - step_size * m_new / (torch.sqrt(v_new) / bc2_sqrt + eps)
+    m.copy_(m_new)
+    v.copy_(v_new)
+    p.copy_(p_new)
+
+
 _compiled_kernel = None
+_compiled_master_kernel = None
 
 
 def compiled_adamw_available() -> bool:
     """Compile the one-pass host AdamW kernel (inductor C++/OpenMP); False if this box cannot."""
-    global _compiled_kernel
+    global _compiled_kernel, _compiled_master_kernel
     if _compiled_kernel is False:
         return False
     if _compiled_kernel is None:
@@ -59,6 +71,10 @@ def compiled_adamw_available() -> bool:
             sc = [torch.tensor(x) for x in (1.0, 1.0, 0.1, 0.95, 0.05, 1e-3, 0.2, 1e-8)]
             k(p, g, m, v, w, *sc)
             k(p[: n - 7], g[: n - 7], m[: n - 7], v[: n - 7], w[: n - 7], *sc)
+            km = torch.compile(_fused_adamw_kernel_master, dynamic=True)
+            km(p, g, m, v, *sc)
+            km(p[: n - 7], g[: n - 7], m[: n - 7], v[: n - 7], *sc)
+            _compiled_master_kernel = km
             _compiled_kernel = k
         except Exception as e:  # no compiler, unsupported platform: the eager path is always there
             print(f"host AdamW: compiled kernel unavailable ({type(e).__name__}: {e}); using eager", flush=True)
@@ -70,13 +86,17 @@ def compiled_adamw_available() -> bool:
 @torch.no_grad()
 def adamw_flat_compiled_(param, grad, exp_avg, exp_avg_sq, work_out, *, step: int, lr: float, beta1: float,
                          beta2: float, eps: float, weight_decay: float, n_decay: int, grad_scale: float = 1.0) -> None:
-    """Same update as adamw_flat_ in one fused pass (needs compiled_adamw_available())."""
+    """Same update as adamw_flat_ in one fused pass (needs compiled_adamw_available()); work_out may be None."""
     step_size, bc2_sqrt = _bias_terms(step, lr, beta1, beta2)
     t = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731  (0-d tensors: no recompiles)
     common = [t(grad_scale), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(step_size), t(bc2_sqrt), t(eps)]
     n = param.numel()
     for s, e, mul in ((0, n_decay, 1.0 - lr * weight_decay), (n_decay, n, 1.0)):
-        if e > s:
+        if e <= s:
+            continue
+        if work_out is None:
+            _compiled_master_kernel(param[s:e], grad[s:e], exp_avg[s:e], exp_avg_sq[s:e], t(mul), *common)
+        else:
             _compiled_kernel(param[s:e], grad[s:e], exp_avg[s:e], exp_avg_sq[s:e], work_out[s:e], t(mul), *common)
 
 

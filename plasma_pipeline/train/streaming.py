@@ -1,55 +1,44 @@
 """Streaming engine: fp32 master weights and AdamW moments live in host memory; layers stream through the GPU.
 
-Per step:
-  forward   the outer unit (embedding, final norm, head) is copied to the device; each block's working copy
-            (bf16 on cuda) is copied host-to-device on a copy stream into one of two device buffers while the
-            previous block computes. The whole batch (in micro-chunks) passes one block before the next; only
-            block-boundary activations are kept.
-  head      loss and its gradient w.r.t. the last boundary activation and the head weights.
-  backward  blocks in reverse: recompute the block from its saved input, backprop, send the flat
-            gradient device-to-host on a second stream. No full-model gradient exists on the device.
-  optimizer the global grad norm is known only when backward ends (exact clipping), so each unit's CPU AdamW
-            step runs on a worker thread from then on, in forward order; the next step's forward waits
-            only for the unit it is about to load, so the host optimizer overlaps GPU work on other layers.
+Host memory is 12 bytes per parameter (pinned fp32 master, fp32 exp_avg and exp_avg_sq) plus bounded rings:
+no bf16 working copy and no full-model gradient copy live on the host.
 
-Host memory per parameter: fp32 master 4 + exp_avg 4 + exp_avg_sq 4 + pinned bf16 working copy 2 +
-pinned bf16 gradient 2 = 16 bytes (on cpu/fp32 the working copy is the master itself).
+Per step:
+  forward   each unit's fp32 master is copied host-to-device on a copy stream through a fixed fp32 staging
+            buffer and cast to the compute dtype into one of two device block buffers while the previous block
+            computes. The whole batch (in micro-chunks) passes one block before the next. Per the memory plan
+            (plan.py), the top blocks keep their autograd graph on the GPU (saved-tensor hooks swap the block's
+            weights out of the graph, so a buffer can be refilled and the weights are re-streamed for backward);
+            the others keep only their input (on the GPU, or offloaded to pinned host memory) and are recomputed.
+  head      loss and its gradient w.r.t. the last boundary activation and the head weights.
+  backward  blocks in reverse: backprop through the kept graph, or recompute from the saved input and backprop.
+            Each unit's gradient waits on the GPU (or, when the plan says so, in a pinned host stash) until the
+            global norm is known (exact clipping), then goes through a bounded pinned ring to the host AdamW
+            (host_rings.GradPipe), in forward order, overlapping the next step's forward: the next forward
+            waits only for the unit it is about to load.
+  speculation  when the last step was not clipped, each unit is stepped as soon as its gradient exists; if the
+            norm then clips, the step is undone and redone from the same gradient.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import torch
 
 from plasma_pipeline.train.config import ModelConfig, TrainConfig
 from plasma_pipeline.train.data import Batch
 from plasma_pipeline.train.engine import StepStats, autocast_ctx, split_batch, to_device
+from plasma_pipeline.train.host_rings import GradPipe, PinnedRing, pinned_empty
 from plasma_pipeline.train.model import embed, init_unit_, make_block_fn, make_head_fn, rope_cos_sin, unit_specs
 from plasma_pipeline.train.optim import adamw_flat_, adamw_flat_compiled_, adamw_undo_flat_, compiled_adamw_available
-
-
-def _pinned_empty(numel: int, dtype: torch.dtype, cuda: bool) -> torch.Tensor:
-    """Host tensor page-locked with cudaHostRegister (exact size); pin_memory=True as a fallback."""
-    t = torch.empty(numel, dtype=dtype)
-    if not cuda:
-        return t
-    t.zero_()  # touch the pages so registration does not race first use
-    try:
-        rc = torch.cuda.cudart().cudaHostRegister(t.data_ptr(), t.numel() * t.element_size(), 0)
-        if int(rc) == 0 and t.is_pinned():
-            _REGISTERED.append(t)  # never unregistered: lives as long as the process
-            return t
-    except Exception:
-        pass
-    return torch.empty(numel, dtype=dtype, pin_memory=True)
-
-
-_REGISTERED: list[torch.Tensor] = []
-
+from plasma_pipeline.train.plan import STAGE_NUMEL, device_budget, make_plan, ring_slot_numel
 
 class _Timer:
     """CUDA-event intervals on a stream, summed once the step has synchronised."""
@@ -82,25 +71,35 @@ class _Timer:
 
 class StreamingEngine:
     def __init__(self, mcfg: ModelConfig, tcfg: TrainConfig, device: torch.device, dtype: torch.dtype,
-                 weights: dict[str, torch.Tensor] | None = None):
+                 weights: dict[str, torch.Tensor] | None = None, seq_len: int | None = None):
         self.cfg, self.tcfg, self.device, self.dtype = mcfg, tcfg, device, dtype
         self.cuda = device.type == "cuda"
         self.specs = unit_specs(mcfg)
+        # Plan first: a run that cannot fit fails here, before any allocation.
+        budget = device_budget(device, tcfg.gpu_memory_gb)
+        self.plan = make_plan(mcfg, tcfg.batch_size, seq_len or mcfg.max_seq_len, torch.finfo(dtype).bits // 8,
+                              budget, micro_batch=tcfg.micro_batch, activations=tcfg.activations,
+                              ring_slots=tcfg.grad_ring_slots, cuda=self.cuda)
+        if self.cuda and tcfg.gpu_memory_gb > 0:  # the budget is enforced, not only planned for
+            total_mem = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total_mem), device)
+        self.micro = self.plan.micro_batch
+        self.n_rc = self.plan.recompute_layers  # blocks [0, n_rc) recompute; [n_rc, L) keep their graph
         self.block_fn = make_block_fn(mcfg, tcfg.compile and self.cuda)
         self.head_fn = make_head_fn(tcfg.compile and self.cuda)
         if tcfg.cpu_adam_threads > 0:
             torch.set_num_threads(tcfg.cpu_adam_threads)
-        elif self.cuda:  # leave cores for the thread that launches GPU work
+        elif self.cuda:  # leave cores for the threads that launch GPU work and copies
             torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 2)))
-        self.alias = dtype == torch.float32 and not self.cuda  # working copy is the master itself
         total = sum(spec.numel for spec in self.specs)
-        # Two host slabs (bf16 working weights, bf16 grads), page-locked exactly (no power-of-two rounding).
-        work_slab = None if self.alias else _pinned_empty(total, dtype, self.cuda)
-        grad_slab = _pinned_empty(total, dtype, self.cuda)
-        self.master, self.exp_avg, self.exp_avg_sq, self.work, self.hgrad = [], [], [], [], []
+        self.total_numel = total
+        # Host: one pinned fp32 master slab (the H2D source), the two moments; nothing else model-sized.
+        master_slab = pinned_empty(total, torch.float32, self.cuda)
+        self.master, self.exp_avg, self.exp_avg_sq = [], [], []
         off = 0
         for ui, spec in enumerate(self.specs):
-            master = torch.empty(spec.numel, dtype=torch.float32)
+            master = master_slab[off : off + spec.numel]
+            off += spec.numel
             if weights is not None:
                 for (key, view) in zip(spec.keys, spec.views(master)):
                     view.copy_(weights[key].reshape(view.shape))
@@ -113,60 +112,87 @@ class StreamingEngine:
             self.master.append(master)
             self.exp_avg.append(torch.zeros(spec.numel, dtype=torch.float32))
             self.exp_avg_sq.append(torch.zeros(spec.numel, dtype=torch.float32))
-            if self.alias:
-                self.work.append(master)
-            else:
-                w = work_slab[off : off + spec.numel]
-                w.copy_(master)
-                self.work.append(w)
-            self.hgrad.append(grad_slab[off : off + spec.numel])
-            off += spec.numel
+        max_unit = max(spec.numel for spec in self.specs)
+        self.ring = PinnedRing(self.plan.ring_slots, ring_slot_numel(mcfg), dtype, self.cuda)
+        self.hstash = None
+        if self.plan.grad_stash == "host":  # the GPU cannot hold a step's gradients: a full pinned stash
+            slab = pinned_empty(total, dtype, self.cuda)
+            self.hstash, o = [], 0
+            for spec in self.specs:
+                self.hstash.append(slab[o : o + spec.numel])
+                o += spec.numel
+        self.act_host = None
+        self.host_bytes_pinned = (total * 4 + self.ring.nbytes
+                                  + (0 if self.hstash is None else total * torch.finfo(dtype).bits // 8))
         n_layer = max(s.numel for s in self.specs[1:]) if len(self.specs) > 1 else 1
         self.dbuf_outer = torch.empty(self.specs[0].numel, dtype=dtype, device=device)
         self.dbuf = [torch.empty(n_layer, dtype=dtype, device=device) for _ in range(2)]
+        self._buf_ptr = [b.untyped_storage().data_ptr() for b in self.dbuf]
+        self.stage = (torch.empty(min(STAGE_NUMEL, max_unit), dtype=torch.float32, device=device)
+                      if self.cuda and dtype != torch.float32 else None)
         self.owner = [-1, -1]  # which unit each layer buffer holds (valid within one step)
         self.buf_free = [None, None]  # compute-stream event after the last use of each buffer
         self.ready = [None, None]  # copy-stream event after the last load into each buffer
         self.h2d_stream = torch.cuda.Stream(device) if self.cuda else None
         self.d2h_stream = torch.cuda.Stream(device) if self.cuda else None
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-adamw")
-        self.futures: list[Future | None] = [None] * len(self.specs)
-        self.d2h_done: list = [None] * len(self.specs)
         self.timer = _Timer(self.cuda)
+        self.pipe = GradPipe(self.ring, self.d2h_stream, timed=self.cuda)
+        self.futures: list[list[Future] | None] = [None] * len(self.specs)
+        self.pending: list = [None] * len(self.specs)  # (gradient source, ready event) of this step, per unit
         self.adam_wait = 0.0
         self.adam_time = 0.0
         self.streamed = 0
+        self.kept_bytes = 0  # activation bytes autograd saved for kept blocks in the last step (weights excluded)
+        self._cur_buf = 0
+        self._snap = None  # a checkpoint being written from the host tensors (see snapshot_units)
         self.last_clipped = True  # the first steps of a run usually clip: do not speculate on step 1
         self.speculating = False
-        self.compiled_adam = self.cuda and not self.alias and tcfg.cpu_adam_compile and compiled_adamw_available()
+        self.compiled_adam = self.cuda and tcfg.cpu_adam_compile and compiled_adamw_available()
         self.step = 0
+
+    # ------------------------------------------------------------------ accounting
+
+    def host_model_bytes(self) -> int:
+        """Host bytes the engine holds for the model: master, moments, ring, stash, offloaded activations."""
+        moments = sum(m.numel() * 4 for m in self.exp_avg) * 2
+        acts = 0 if self.act_host is None else self.act_host.numel() * self.act_host.element_size()
+        return self.host_bytes_pinned + moments + acts
 
     # ------------------------------------------------------------------ transfers
 
     def _wait_unit(self, ui: int) -> None:
-        fut = self.futures[ui]
-        if fut is not None:
+        futs = self.futures[ui]
+        if futs is not None:
             t0 = time.perf_counter()
-            fut.result()
-            self.adam_wait += time.perf_counter() - t0
             self.futures[ui] = None
+            for fut in futs:
+                fut.result()
+            self.adam_wait += time.perf_counter() - t0
 
     def _load(self, ui: int, dst: torch.Tensor, after=None):
-        """Copy unit ui's working weights into dst (on the copy stream); returns the event to wait on."""
+        """Unit ui's master into dst in the compute dtype (on the copy stream); returns the event to wait on."""
         self._wait_unit(ui)
-        n = self.specs[ui].numel
-        self.streamed += n * self.work[ui].element_size()
+        src = self.master[ui]
+        n = src.numel()
+        self.streamed += n * src.element_size()
         if not self.cuda:
-            dst[:n].copy_(self.work[ui])
+            dst[:n].copy_(src)
             return None
         with torch.cuda.stream(self.h2d_stream):
             if after is not None:
                 self.h2d_stream.wait_event(after)
             tok = self.timer.start("h2d", self.h2d_stream)
-            dst[:n].copy_(self.work[ui], non_blocking=True)
+            if self.stage is None:
+                dst[:n].copy_(src, non_blocking=True)
+            else:  # fp32 over PCIe into the staging buffer, cast on the GPU (same stream: serial, no race)
+                step = self.stage.numel()
+                for s in range(0, n, step):
+                    e = min(n, s + step)
+                    self.stage[: e - s].copy_(src[s:e], non_blocking=True)
+                    dst[s:e].copy_(self.stage[: e - s])
             return self.timer.stop(tok, self.h2d_stream)
 
-    def _layer_buffer(self, li: int, after_compute=None):
+    def _layer_buffer(self, li: int):
         """Ensure layer li (unit li+1) is (being) loaded into buffer li % 2; returns the copy's event."""
         b, ui = li % 2, li + 1
         if self.owner[b] != ui:
@@ -181,51 +207,153 @@ class StreamingEngine:
         if ev is not None:
             torch.cuda.current_stream().wait_event(ev)
 
+    def _event(self):
+        if not self.cuda:
+            return None
+        ev = torch.cuda.Event()
+        ev.record()
+        return ev
+
     def _mark_buffer_used(self, li: int) -> None:
         if self.cuda:
-            ev = torch.cuda.Event()
-            ev.record()
-            self.buf_free[li % 2] = ev
+            self.buf_free[li % 2] = self._event()
 
-    def _send_grad(self, ui: int, grad: torch.Tensor) -> None:
-        """Device-to-host copy of a unit's flat gradient on the second stream."""
-        g = grad.to(self.dtype)
-        self.streamed += g.numel() * g.element_size()
-        if not self.cuda:
-            self.hgrad[ui].copy_(g)
-            return
-        ready = torch.cuda.Event()
-        ready.record()
-        with torch.cuda.stream(self.d2h_stream):
-            self.d2h_stream.wait_event(ready)
+    # ------------------------------------------------------------------ saved-tensor hooks (kept blocks)
+
+    def _pack(self, t: torch.Tensor):
+        """A block's weights are not kept: they are replaced by where they sit in the block buffer."""
+        b = self._cur_buf
+        if t.device == self.dbuf[b].device and t.untyped_storage().data_ptr() == self._buf_ptr[b]:
+            return ("w", b, t.storage_offset(), tuple(t.shape), t.stride())
+        self.kept_bytes += t.numel() * t.element_size()
+        return t
+
+    def _unpack(self, p):
+        if isinstance(p, tuple):
+            _, b, off, size, stride = p
+            return torch.as_strided(self.dbuf[b], size, stride, off)
+        return p
+
+    # ------------------------------------------------------------------ offloaded boundaries
+
+    def _offload(self, li: int, xs) -> None:
+        """Block li's inputs to pinned host memory (recomputed blocks with boundaries on the host)."""
+        rows = sum(x.shape[0] for x in xs)
+        if self.act_host is None:
+            shape = (self.n_rc, self.tcfg.batch_size) + tuple(xs[0].shape[1:])
+            self.act_host = pinned_empty(math.prod(shape), self.dtype, self.cuda).view(shape)
+        if rows > self.act_host.shape[1] or tuple(xs[0].shape[1:]) != tuple(self.act_host.shape[2:]):
+            raise ValueError(f"batch of {rows}x{tuple(xs[0].shape[1:])} does not match the planned "
+                             f"{tuple(self.act_host.shape[1:])} (batch_size, seq_len)")
+        ready = self._event()
+        r = 0
+        with torch.cuda.stream(self.d2h_stream) if self.cuda else contextlib.nullcontext():
+            if self.cuda:
+                self.d2h_stream.wait_event(ready)
             tok = self.timer.start("d2h", self.d2h_stream)
-            self.hgrad[ui].copy_(g, non_blocking=True)
-            self.d2h_done[ui] = self.timer.stop(tok, self.d2h_stream)
-        g.record_stream(self.d2h_stream)
+            for x in xs:
+                self.act_host[li, r : r + x.shape[0]].copy_(x, non_blocking=self.cuda)
+                if self.cuda:
+                    x.record_stream(self.d2h_stream)
+                r += x.shape[0]
+            done = self.timer.stop(tok, self.d2h_stream)
+            if self.cuda and done is None:
+                done = torch.cuda.Event()
+                done.record(self.d2h_stream)
+        self.saved[li] = ("host", [x.shape[0] for x in xs], done)
+        self.streamed += 2 * rows * xs[0][0].numel() * xs[0].element_size()  # down now, up in backward
+
+    def _fetch(self, li: int) -> None:
+        """Start copying block li's offloaded inputs back to the GPU (on the copy stream)."""
+        entry = self.saved[li]
+        if entry is None or entry[0] != "host":
+            return
+        _, sizes, done = entry
+        xs, r = [], 0
+        with torch.cuda.stream(self.h2d_stream) if self.cuda else contextlib.nullcontext():
+            if self.cuda and done is not None:
+                self.h2d_stream.wait_event(done)
+            tok = self.timer.start("h2d", self.h2d_stream)
+            for n in sizes:  # allocated on the copy stream; record_stream(compute) when used
+                xs.append(self.act_host[li, r : r + n].to(self.device, non_blocking=self.cuda))
+                r += n
+            ev = self.timer.stop(tok, self.h2d_stream)
+            if self.cuda and ev is None:
+                ev = torch.cuda.Event()
+                ev.record(self.h2d_stream)
+        self.saved[li] = ("fetched", xs, ev)
+
+    def _boundary_inputs(self, li: int):
+        entry = self.saved[li]
+        if entry[0] == "host":
+            self._fetch(li)
+            entry = self.saved[li]
+        if entry[0] == "fetched":
+            _, xs, ev = entry
+            self._compute_wait(ev)
+            if self.cuda:
+                for x in xs:
+                    x.record_stream(torch.cuda.current_stream())
+            return xs
+        return entry[1]  # ("gpu", xs)
 
     # ------------------------------------------------------------------ host optimizer
 
-    def _adam_task(self, ui: int, lr: float, step: int, scale: float, undo_first: bool = False) -> None:
-        """AdamW for one unit on the host; with undo_first, first revert the speculative unclipped step."""
-        if self.d2h_done[ui] is not None:
-            self.d2h_done[ui].synchronize()
+    def _adam_task(self, ui: int, s: int, e: int, lr: float, step: int, scale: float, undo_first: bool,
+                   snap, grad: torch.Tensor) -> None:
+        """AdamW for elements [s, e) of one unit on the host from their gradient (a ring slot or the stash); with
+        undo_first, first revert the speculative unclipped step. Waits for a checkpoint writer still on this unit."""
+        if snap is not None:
+            snap.wait_released(ui)
         t0 = time.perf_counter()
         t = self.tcfg
         kw = dict(step=step, lr=lr, beta1=t.beta1, beta2=t.beta2, eps=t.eps, weight_decay=t.weight_decay,
-                  n_decay=self.specs[ui].n_decay)
-        args = (self.master[ui], self.hgrad[ui], self.exp_avg[ui], self.exp_avg_sq[ui])
+                  n_decay=min(max(self.specs[ui].n_decay - s, 0), e - s))
+        args = (self.master[ui][s:e], grad, self.exp_avg[ui][s:e], self.exp_avg_sq[ui][s:e])
         if undo_first:
             adamw_undo_flat_(*args, grad_scale=1.0, **kw)
         if self.compiled_adam:
-            adamw_flat_compiled_(*args, self.work[ui], grad_scale=scale, **kw)
+            adamw_flat_compiled_(*args, None, grad_scale=scale, **kw)
         else:
-            adamw_flat_(*args, grad_scale=scale, work_out=None if self.alias else self.work[ui], **kw)
+            adamw_flat_(*args, grad_scale=scale, **kw)
         self.adam_time += time.perf_counter() - t0
 
-    def _speculate(self, ui: int, lr: float) -> None:
-        """Step unit ui now, assuming the global grad norm will not be clipped (checked when backward ends)."""
+    def _submit(self, ui: int, lr: float, step: int, scale: float, undo_first: bool = False) -> None:
+        """Queue unit ui's host AdamW; a unit larger than a ring slot (the outer unit) goes in slot-sized pieces
+        (AdamW is elementwise, so pieces are exact)."""
+        src, ready, via_ring = self.pending[ui]
+        n = src.numel()
+        piece = self.ring.buffers[0].numel() if via_ring else n
+        futs = []
+        for s in range(0, n, piece):
+            e = min(n, s + piece)
+            fn = functools.partial(self._adam_task, ui, s, e, lr, step, scale, undo_first, self._snap)
+            futs.append(self.pipe.ship(src[s:e], fn, ready, via_ring))
+        self.futures[ui] = futs
+
+    def _grad_out(self, ui: int, flat: torch.Tensor, lr: float) -> None:
+        """Hold unit ui's gradient (GPU, or the pinned host stash) until the norm is known; speculate if asked."""
+        g = flat if flat.dtype == self.dtype else flat.to(self.dtype)
+        if self.hstash is not None:
+            dst = self.hstash[ui]
+            ready = self._event()
+            with torch.cuda.stream(self.d2h_stream) if self.cuda else contextlib.nullcontext():
+                if self.cuda:
+                    self.d2h_stream.wait_event(ready)
+                tok = self.timer.start("d2h", self.d2h_stream)
+                dst.copy_(g, non_blocking=self.cuda)
+                if self.cuda:
+                    g.record_stream(self.d2h_stream)
+                done = self.timer.stop(tok, self.d2h_stream)
+                if self.cuda and done is None:
+                    done = torch.cuda.Event()
+                    done.record(self.d2h_stream)
+            self.pending[ui] = (dst, done, False)
+        else:
+            self.pending[ui] = (g, self._event(), True)
+        self.streamed += g.numel() * g.element_size()
         if self.speculating:
-            self.futures[ui] = self.pool.submit(self._adam_task, ui, lr, self.step + 1, 1.0)
+            self._submit(ui, lr, self.step + 1, 1.0)
 
     def sync(self) -> None:
         """Wait for every pending host optimizer step."""
@@ -241,8 +369,9 @@ class StreamingEngine:
         head = emb if self.cfg.tie_embeddings else v[1]
         return v, emb, head, v[-1]
 
-    def _forward(self, chunks, keep: bool):
-        """Embedding and all blocks without grad; returns boundary activations (all if keep, else last)."""
+    def _forward(self, chunks, train: bool):
+        """Embedding and all blocks; returns the last boundary. With train, records what backward needs per block
+        in self.saved: ("keep", leaves, [(x, y)]), ("gpu", xs) or ("host", ...) for offloaded inputs."""
         self.owner = [-1, -1]
         cfg, dt = self.cfg, self.dtype
         ev = self._load(0, self.dbuf_outer)
@@ -255,34 +384,50 @@ class StreamingEngine:
         with torch.no_grad(), autocast_ctx(self.device, dt):
             xs = [embed(ids, emb_w, dt) for ids, _, _ in chunks]
         self.timer.stop(tok)
-        bounds = [xs]
+        self.saved = [None] * cfg.n_layers
         ready = first
         for li in range(cfg.n_layers):
             self._compute_wait(ready)
             views = self._layer_views(li)
             tok = self.timer.start("compute")
-            with torch.no_grad(), autocast_ctx(self.device, dt):
-                xs = [self.block_fn(x, cos, sin, *views) for x in xs]
+            if train and li >= self.n_rc:
+                leaves = [v.detach().requires_grad_() for v in views]
+                pairs, outs = [], []
+                self._cur_buf = li % 2
+                with torch.enable_grad(), autocast_ctx(self.device, dt), \
+                        torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack):
+                    for x in xs:
+                        xi = x.detach().requires_grad_()
+                        y = self.block_fn(xi, cos, sin, *leaves)
+                        pairs.append((xi, y))
+                        outs.append(y.detach())
+                self.saved[li] = ("keep", leaves, pairs)
+            else:
+                if train:
+                    if self.plan.boundaries == "host":
+                        self._offload(li, xs)
+                    else:
+                        self.saved[li] = ("gpu", xs)
+                with torch.no_grad(), autocast_ctx(self.device, dt):
+                    outs = [self.block_fn(x, cos, sin, *views) for x in xs]
             self.timer.stop(tok)
             self._mark_buffer_used(li)
             if li + 1 < cfg.n_layers:
                 ready = self._layer_buffer(li + 1)
-            if keep:
-                bounds.append(xs)
-            else:
-                bounds = [xs]
-        return bounds, (cos, sin)
+            xs = outs
+        return xs, (cos, sin)
 
     def train_step(self, batch: Batch, lr: float) -> StepStats:
         t_start = time.perf_counter()
-        self.adam_wait, self.streamed = 0.0, 0
+        self.adam_wait, self.streamed, self.kept_bytes = 0.0, 0, 0
+        d2h_before = self.pipe.d2h_s
         mode = self.tcfg.speculative_adam
         # Speculating on a clipped step costs two extra passes (undo, redo): guess from the last step.
         self.speculating = mode == "always" or (mode == "auto" and not self.last_clipped)
         cfg, dt, dev = self.cfg, self.dtype, self.device
         n_targets = max(1, batch.n_targets)
-        chunks = to_device(split_batch(batch, self.tcfg.micro_batch), dev)
-        bounds, (cos, sin) = self._forward(chunks, keep=True)
+        chunks = to_device(split_batch(batch, self.micro), dev)
+        last, (cos, sin) = self._forward(chunks, train=True)
 
         # Head: loss and gradients w.r.t. the last boundary and the outer weights.
         spec0 = self.specs[0]
@@ -296,7 +441,7 @@ class StreamingEngine:
         sqnorm = torch.zeros((), dtype=torch.float32, device=dev)
         gys = []
         tok = self.timer.start("compute")
-        for x, (_, tgt, mask) in zip(bounds[-1], chunks):
+        for x, (_, tgt, mask) in zip(last, chunks):
             xl = x.detach().requires_grad_()
             with autocast_ctx(dev, dt):
                 loss = self.head_fn(cfg, xl, norm_leaf, head_leaf, tgt, mask, n_targets)
@@ -306,33 +451,47 @@ class StreamingEngine:
             gys.append(gx)
             loss_total += loss.detach()
         self.timer.stop(tok)
-        bounds.pop()
+        del last
 
-        # Blocks in reverse: recompute, backprop, ship the gradient to the host.
+        # Blocks in reverse: backprop through the kept graph, or recompute from the saved input and backprop.
         for li in reversed(range(cfg.n_layers)):
             ready = self._layer_buffer(li)
+            if li > 0 and li - 1 < self.n_rc:
+                self._fetch(li - 1)  # offloaded inputs of the next block come back while this one computes
             self._compute_wait(ready)
-            leaves = [v.detach().requires_grad_() for v in self._layer_views(li)]
+            entry = self.saved[li]
             tok = self.timer.start("compute")
             flat = None
-            xs = bounds.pop()
-            for c, x in enumerate(xs):
-                xi = x.detach().requires_grad_()
-                with torch.enable_grad(), autocast_ctx(dev, dt):
-                    y = self.block_fn(xi, cos, sin, *leaves)
-                grads = torch.autograd.grad(y, [xi] + leaves, gys[c])
-                gys[c] = grads[0]
-                g = torch.cat([t.reshape(-1).float() for t in grads[1:]])
-                flat = g if flat is None else flat.add_(g)
-            del xs
+            if entry[0] == "keep":
+                _, leaves, pairs = entry
+                self._cur_buf = li % 2
+                with torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack):
+                    for c, (xi, y) in enumerate(pairs):
+                        grads = torch.autograd.grad(y, [xi] + leaves, gys[c])
+                        gys[c] = grads[0]
+                        g = torch.cat([t.reshape(-1).float() for t in grads[1:]])
+                        flat = g if flat is None else flat.add_(g)
+                del pairs
+            else:
+                leaves = [v.detach().requires_grad_() for v in self._layer_views(li)]
+                xs = self._boundary_inputs(li)
+                for c, x in enumerate(xs):
+                    xi = x.detach().requires_grad_()
+                    with torch.enable_grad(), autocast_ctx(dev, dt):
+                        y = self.block_fn(xi, cos, sin, *leaves)
+                    grads = torch.autograd.grad(y, [xi] + leaves, gys[c])
+                    gys[c] = grads[0]
+                    g = torch.cat([t.reshape(-1).float() for t in grads[1:]])
+                    flat = g if flat is None else flat.add_(g)
+                del xs
+            self.saved[li] = None
             sqnorm += flat.pow(2).sum()
             self.timer.stop(tok)
             self._mark_buffer_used(li)
             if li > 0:
                 self._layer_buffer(li - 1)  # prefetch into the buffer freed by layer li + 1
-            self._send_grad(li + 1, flat)
-            self._speculate(li + 1, lr)
-            del flat, leaves
+            self._grad_out(li + 1, flat, lr)
+            del flat, leaves, entry
 
         # Embedding backward (tied: accumulates onto the head's gradient).
         emb_leaf = emb_w.detach().requires_grad_()
@@ -344,8 +503,7 @@ class StreamingEngine:
             og[0].add_(ge)
         sqnorm += outer_grad.pow(2).sum()
         self.timer.stop(tok)
-        self._send_grad(0, outer_grad)
-        self._speculate(0, lr)
+        self._grad_out(0, outer_grad, lr)
         del gys, outer_grad, og
 
         norm = math.sqrt(float(sqnorm.item()))  # synchronises the compute stream
@@ -355,6 +513,7 @@ class StreamingEngine:
             scale = min(1.0, self.tcfg.grad_clip / (norm + 1e-6))
         self.step += 1
         if self.cuda:
+            self.h2d_stream.synchronize()
             self.d2h_stream.synchronize()
         timings = self.timer.totals()
         clipped = scale < 1.0
@@ -363,10 +522,11 @@ class StreamingEngine:
             # Units were stepped unclipped during backward; redo them only if the norm was clipped.
             if clipped:
                 for ui in range(len(self.specs)):  # forward order: the next step needs the outer unit first
-                    self.futures[ui] = self.pool.submit(self._adam_task, ui, lr, self.step, scale, True)
+                    self._submit(ui, lr, self.step, scale, True)
         else:
             for ui in range(len(self.specs)):
-                self.futures[ui] = self.pool.submit(self._adam_task, ui, lr, self.step, scale)
+                self._submit(ui, lr, self.step, scale)
+        self.pending = [None] * len(self.specs)  # the pipe holds what it still has to copy
         if not self.cuda:
             self.sync()
         prev_adam, self.adam_time = self.adam_time, 0.0
@@ -374,19 +534,20 @@ class StreamingEngine:
         return StepStats(
             loss=loss_v, grad_norm=norm, wall_s=wall,
             compute_s=timings.get("compute", wall if not self.cuda else 0.0),
-            h2d_s=timings.get("h2d", 0.0), d2h_s=timings.get("d2h", 0.0),
+            h2d_s=timings.get("h2d", 0.0), d2h_s=timings.get("d2h", 0.0) + self.pipe.d2h_s - d2h_before,
             cpu_adam_s=prev_adam, adam_wait_s=self.adam_wait, streamed_bytes=self.streamed,
-            extra={"clipped": clipped, "speculated": self.speculating},
+            extra={"clipped": clipped, "speculated": self.speculating, "kept_gb": round(self.kept_bytes / 2**30, 3),
+                   "ring_max_in_use": self.ring.max_in_use, "ring_wait_s": round(self.pipe.slot_wait_s, 4)},
         )
 
     @torch.no_grad()
     def eval_loss(self, batch: Batch) -> float:
         n_targets = max(1, batch.n_targets)
-        chunks = to_device(split_batch(batch, self.tcfg.micro_batch), self.device)
-        bounds, _ = self._forward(chunks, keep=False)
+        chunks = to_device(split_batch(batch, self.micro), self.device)
+        last, _ = self._forward(chunks, train=False)
         _, _, head_w, norm_w = self._outer_views()
         total = 0.0
-        for x, (_, tgt, mask) in zip(bounds[-1], chunks):
+        for x, (_, tgt, mask) in zip(last, chunks):
             with autocast_ctx(self.device, self.dtype):
                 total += float(self.head_fn(self.cfg, x, norm_w, head_w, tgt, mask, n_targets).item())
         return total
@@ -394,30 +555,37 @@ class StreamingEngine:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """Views of the host master (no copy: a copy would double host memory); valid until the next step."""
         self.sync()
         out = {}
         for spec, m in zip(self.specs, self.master):
-            out.update({k: v.clone() for k, v in zip(spec.keys, spec.views(m))})
+            out.update(dict(zip(spec.keys, spec.views(m))))
         return out
 
     def optimizer_state_dict(self) -> dict[str, torch.Tensor]:
+        """Views of the moments, like state_dict."""
         self.sync()
         # The speculation guess is kept so a resumed run takes the same (rounding-level) path as a straight one.
         out = {"step": torch.tensor(self.step, dtype=torch.int64),
                "streaming.last_clipped": torch.tensor(int(self.last_clipped), dtype=torch.int64)}
         for spec, m, v in zip(self.specs, self.exp_avg, self.exp_avg_sq):
             for k, a, b in zip(spec.keys, spec.views(m), spec.views(v)):
-                out[f"{k}.exp_avg"] = a.clone()
-                out[f"{k}.exp_avg_sq"] = b.clone()
+                out[f"{k}.exp_avg"] = a
+                out[f"{k}.exp_avg_sq"] = b
         return out
+
+    def snapshot_units(self) -> "_Snapshot":
+        """The host state as of now, handed to a checkpoint writer unit by unit without a copy (see _Snapshot)."""
+        if self._snap is not None:
+            self._snap.wait_all()
+        self._snap = _Snapshot(self)
+        return self._snap
 
     def load(self, weights, optim) -> None:
         self.sync()
         for ui, spec in enumerate(self.specs):
             for k, view in zip(spec.keys, spec.views(self.master[ui])):
                 view.copy_(weights[k].reshape(view.shape))
-            if not self.alias:
-                self.work[ui].copy_(self.master[ui])
             if optim is not None:
                 for k, a, b in zip(spec.keys, spec.views(self.exp_avg[ui]), spec.views(self.exp_avg_sq[ui])):
                     a.copy_(optim[f"{k}.exp_avg"].reshape(a.shape))
@@ -428,5 +596,59 @@ class StreamingEngine:
                 self.last_clipped = bool(int(optim["streaming.last_clipped"]))
 
     def close(self) -> None:
-        self.sync()
-        self.pool.shutdown(wait=True)
+        try:
+            self.sync()
+        finally:
+            self.pipe.close()
+
+
+
+class _Snapshot:
+    """The engine's host tensors as of one step boundary, for a checkpoint writer on another thread.
+
+    take(ui) waits for the optimizer steps of unit ui queued before the snapshot, then returns views of its
+    master and moments; host AdamW steps queued after it wait (wait_released) until the writer release()s
+    that unit. Units go in forward order, the order the optimizer steps them, so the optimizer waits only if
+    it catches up with the writer."""
+
+    def __init__(self, engine: StreamingEngine):
+        self.engine = engine
+        self.layout = [list(zip(spec.keys, spec.shapes)) for spec in engine.specs]
+        self.scalars = {"step": torch.tensor(engine.step, dtype=torch.int64),
+                        "streaming.last_clipped": torch.tensor(int(engine.last_clipped), dtype=torch.int64)}
+        self._before = [list(f) if f else [] for f in engine.futures]
+        self._released = [False] * len(engine.specs)
+        self._cond = threading.Condition()
+        self.gate_wait_s = 0.0
+
+    def take(self, ui: int):
+        for fut in self._before[ui]:
+            fut.result()
+        e, spec = self.engine, self.engine.specs[ui]
+        return tuple(dict(zip(spec.keys, spec.views(t[ui]))) for t in (e.master, e.exp_avg, e.exp_avg_sq))
+
+    def release(self, ui: int) -> None:
+        with self._cond:
+            self._released[ui] = True
+            self._cond.notify_all()
+        if all(self._released) and self.engine._snap is self:
+            self.engine._snap = None
+
+    def release_all(self) -> None:
+        for ui in range(len(self._released)):
+            if not self._released[ui]:
+                self.release(ui)
+
+    abort = release_all
+
+    def wait_released(self, ui: int) -> None:
+        with self._cond:
+            if self._released[ui]:
+                return
+            t0 = time.perf_counter()
+            self._cond.wait_for(lambda: self._released[ui])
+            self.gate_wait_s += time.perf_counter() - t0
+
+    def wait_all(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: all(self._released))

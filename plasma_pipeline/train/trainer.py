@@ -37,14 +37,23 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}[name]
 
 
-def build_engine(cfg: TrainConfig, mcfg: ModelConfig, device, dtype, weights=None):
+def build_engine(cfg: TrainConfig, mcfg: ModelConfig, device, dtype, weights=None, seq_len: int | None = None):
     if cfg.engine == "resident":
         from plasma_pipeline.train.resident import ResidentEngine
 
         return ResidentEngine(mcfg, cfg, device, dtype, weights)
     from plasma_pipeline.train.streaming import StreamingEngine
 
-    return StreamingEngine(mcfg, cfg, device, dtype, weights)
+    return StreamingEngine(mcfg, cfg, device, dtype, weights, seq_len=seq_len)
+
+
+def plan_streaming(cfg: TrainConfig, mcfg: ModelConfig, device, dtype, seq_len: int):
+    """The streaming engine's memory plan for this run, without building anything (PlanError if it cannot fit)."""
+    from plasma_pipeline.train.plan import device_budget, make_plan
+
+    return make_plan(mcfg, cfg.batch_size, seq_len, torch.finfo(dtype).bits // 8,
+                     device_budget(device, cfg.gpu_memory_gb), micro_batch=cfg.micro_batch,
+                     activations=cfg.activations, ring_slots=cfg.grad_ring_slots, cuda=device.type == "cuda")
 
 
 class _SigtermFlag:
@@ -108,6 +117,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter(out)
     lock = engine = None
     try:
+        if cfg.engine == "streaming":  # before the lock, the checkpoint read and any allocation: fail fast
+            reporter.info(plan_streaming(cfg, mcfg, device, dtype, seq_len).summary())
         # One trainer per work dir; waits for one that got SIGTERM and is still writing its last checkpoint.
         lock = lock_workdir(out, cfg.lock_timeout_s, log=reporter.info)
         weights = optim = state = None
@@ -125,7 +136,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
             weights = ckpt.load_weights(cfg.init_from)
             reporter.info(f"initialising from {cfg.init_from}")
         reporter.cut_back(resumed_from)  # metrics.jsonl as it was at that checkpoint (empty on a fresh start)
-        engine = build_engine(cfg, mcfg, device, dtype, weights)
+        engine = build_engine(cfg, mcfg, device, dtype, weights, seq_len=seq_len)
         if optim is not None:
             engine.load(weights, optim)
         del weights, optim
@@ -149,6 +160,7 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
     vals = val_batches(cfg.data_dir, cfg.batch_size, cfg.val_batches)
     n_params = mcfg.num_params()
     tokens_per_step = cfg.batch_size * seq_len
+    reporter.total_steps = cfg.steps
 
     def save(step: int) -> Path:
         st = {"step": step, "data": loader.state_dict(), "rng": ckpt.rng_state(), "config": cfg.to_dict()}
@@ -195,6 +207,7 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
             "peak_flops": peak_flops(device, dtype), "host_peak_rss_gb": round(rss_peak / 2**30, 3),
             "gpu_peak_gb": None if gpu is None else round(gpu / 2**30, 3),
             "resumed_from_step": resumed_from,
+            **({"plan": engine.plan.to_dict()} if getattr(engine, "plan", None) is not None else {}),
         }
         reporter.log(summary)
         reporter.final(summary)
