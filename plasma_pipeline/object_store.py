@@ -273,7 +273,9 @@ class ObjectVersionWriter(VersionWriter):
                     raise LockLost(f"{remote.url_of(rel)}/history.jsonl changed while this writer held the lock")
                 if etag is None:
                     remote.put(f"{ASSETS}/{quote(self.asset, safe='')}", b"")
-                remote.put(f"{rel}/CURRENT", (version + "\n").encode())
+                _, cur_tag = remote.get_tagged(f"{rel}/CURRENT")
+                if remote.put_if(f"{rel}/CURRENT", (version + "\n").encode(), cur_tag) is None:
+                    raise LockLost(f"{remote.url_of(rel)}/CURRENT changed while this writer held the lock")
                 retain_objects(store, self.asset)
         dest = store._cached(self.asset, version)
         if not (dest / MANIFEST).exists() and json.loads((self.tmp / MANIFEST).read_text()) == manifest:

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plasma_pipeline import locks
-from plasma_pipeline.object_root import OBJECT_SCHEMES, split_url
+from plasma_pipeline.object_root import CONDITIONAL_SCHEMES, OBJECT_SCHEMES, split_url
 
 MANIFEST = "manifest.json"
 _HASH_CHUNK = 1 << 20
@@ -173,9 +173,10 @@ class StoreConfig:
         if not isinstance(root, str) or not root:
             raise ValueError(f"root: expected a path or a URL, got {self.root!r}")
         scheme = split_url(root)[0]
-        if scheme and scheme != "file" and scheme not in OBJECT_SCHEMES:
-            raise ValueError(f"root: unsupported scheme {scheme}:// in {self.root!r}; use a path, file://, "
-                             f"{', '.join(s + '://' for s in OBJECT_SCHEMES)}")
+        if scheme and scheme != "file" and scheme not in CONDITIONAL_SCHEMES:
+            why = ("the store's locks need conditional writes, implemented for S3 only so far"
+                   if scheme in OBJECT_SCHEMES else "unsupported scheme")
+            raise ValueError(f"root: {why} ({scheme}:// in {self.root!r}); use a path, file:// or s3://")
 
     @property
     def workers(self) -> int:
