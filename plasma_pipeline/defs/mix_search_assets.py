@@ -20,6 +20,7 @@ import dagster as dg
 
 from plasma_pipeline.defs.common import IMPL_VERSION, StepInputs, store_for, version_result
 from plasma_pipeline.defs.launch import launch_trainer
+from plasma_pipeline.defs.metadata import embed_images, png_markdown
 from plasma_pipeline.recipe import Recipe
 
 GROUP = "mix_search"
@@ -262,10 +263,14 @@ def mix_search_assets(recipe: Recipe) -> list:
             context.log.warning(f"report over {len(rows)} variant(s); not materialized: {', '.join(missing)}")
         sug = result["suggestion"] or {}
         extra = {
-            "report": dg.MetadataValue.md(result["markdown"]),
+            # The UI cannot fetch the report's PNG files: they go in as data URIs, the plots also on their own.
+            "report": dg.MetadataValue.md(embed_images(result["markdown"], version.path)),
             "report_path": dg.MetadataValue.path(str(version.path / "report.md")),
             "variants_done": dg.MetadataValue.int(len(rows)),
         }
+        for png, alt in (("bpb.png", "per-domain val bpb per variant"), ("fit.png", "leave-one-out fit")):
+            if (version.path / png).is_file():
+                extra[png.removesuffix(".png") + "_plot"] = png_markdown((version.path / png).read_bytes(), alt)
         if sug:
             extra["suggested_weights"] = dg.MetadataValue.json(sug["weights"])
             extra["predicted_objective"] = dg.MetadataValue.float(sug["predicted_objective"])

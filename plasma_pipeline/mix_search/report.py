@@ -7,7 +7,6 @@ short of documents can fall below its weight at the epoch cap), and its per-doma
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from pathlib import Path
@@ -30,10 +29,6 @@ def min_variants(domains: list[str]) -> int:
 
 def objective_of(bpb: dict[str, float], obj_weights: dict[str, float]) -> float:
     return float(sum(w * bpb[d] for d, w in obj_weights.items() if w))
-
-
-def png_data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
 def _plt():
@@ -100,8 +95,8 @@ def build_report(rows: list[dict], domains: list[str], cfg: MixSearchConfig, rec
     """Write the report into out_dir; returns {markdown, suggestion, fits, ...}.
 
     `max_share`: per domain, the largest share of the recipe's total_tokens its documents can supply within the
-    epoch cap (candidates above it are not suggested). report.md links bpb.png / fit.png beside it; the returned
-    `markdown` embeds them as data: URIs, for Dagster metadata, which has no folder to link into."""
+    epoch cap (candidates above it are not suggested). report.md (also returned as `markdown`) links bpb.png and
+    fit.png beside it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not rows:
@@ -193,9 +188,6 @@ def build_report(rows: list[dict], domains: list[str], cfg: MixSearchConfig, rec
                   f"{len(domains)} domains); {len(rows)} finished._"]
     md = "\n".join(L) + "\n"
     _atomic_write(out_dir / "report.md", md)
-    for name in ("bpb.png", "fit.png"):
-        if (out_dir / name).exists():
-            md = md.replace(f"]({name})", f"]({png_data_uri(out_dir / name)})")
     result = {
         "markdown": md,
         "suggestion": suggestion,
