@@ -288,6 +288,8 @@ class ObjectVersionWriter(VersionWriter):
     def _repair(self, vrel: str, manifest: dict[str, Any]) -> list[str]:
         """Put back, from this writer's identical copy, stored files that are missing or of the wrong size."""
         stored = self.store.remote.sizes(vrel)
+        if MANIFEST not in stored:  # a gc that ran before our lease deleted the manifest we adopted
+            self.store.remote.put_if(f"{vrel}/{MANIFEST}", json.dumps(manifest, indent=1, default=str).encode(), None)
         repaired = []
         for entry in manifest["shards"] + manifest.get("files", []):
             if stored.get(entry["path"]) == entry["bytes"]:
@@ -359,7 +361,12 @@ def retain_objects(store: ObjectShardStore, asset: str, dry_run: bool = False) -
                         for v in sorted(gone))
         if remote.put_if(f"{rel}/history.jsonl", (text or b"") + lines.encode(), etag) is None:
             raise LockLost(f"{remote.url_of(rel)}/history.jsonl changed while retention held the writer lock")
+    # A reader that leased a version after the listing above and found it live before the delete event went in
+    # is reading it now: its lease shows here, and its objects stay until that lease ends (then they are debris).
+    reading = set(store.leases(asset)) if plan else set()
     for r in plan:
+        if r.kind in ("version", "leftover") and r.path.rsplit("/", 1)[-1] in reading:
+            continue
         if r.kind in ("version", "leftover"):
             remote.delete_tree(store.version_rel(asset, r.path.rsplit("/", 1)[-1]), first=MANIFEST)
         else:
