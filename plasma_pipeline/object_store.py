@@ -38,7 +38,6 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -74,12 +73,19 @@ def default_cache(url: str) -> Path:
     return Path(base) / hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
-@dataclass
 class ObjectVersion(Version):
-    """A version read from object storage: `path` is its verified local copy, `url` where it is stored."""
+    """A version read from object storage: `url` is where it is stored, `path` its verified local copy, downloaded
+    at the first use of `path` (listing versions, counters or inputs reads only the manifest)."""
 
-    url: str = ""
-    _store: Any = None
+    def __init__(self, asset: str, manifest: dict[str, Any], url: str, store: "ObjectShardStore"):
+        self.asset, self.manifest, self.url, self._store = asset, manifest, url, store
+
+    @property
+    def path(self) -> Path:
+        return self._store.download(self.asset, self.id)
+
+    def __repr__(self) -> str:
+        return f"ObjectVersion({self.asset!r}, {self.id!r}, {self.url!r})"
 
     def verify(self) -> None:
         """Re-hash every stored object against the manifest (not the local copy)."""
@@ -168,7 +174,11 @@ class ObjectShardStore(ShardStore):
         return manifest
 
     def _load(self, asset: str, version_id: str) -> ObjectVersion:
-        """The version's verified local copy, downloading it the first time (manifest last, then one rename)."""
+        return ObjectVersion(asset, self.manifest(asset, version_id),
+                             self.remote.url_of(self.version_rel(asset, version_id)), self)
+
+    def download(self, asset: str, version_id: str) -> Path:
+        """The version's verified local copy, downloaded the first time (manifest last, then one rename)."""
         dest = self._cached(asset, version_id)
         url = self.remote.url_of(self.version_rel(asset, version_id))
         if not (dest / MANIFEST).exists():
@@ -195,7 +205,7 @@ class ObjectShardStore(ShardStore):
                         raise
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-        return ObjectVersion(asset, dest, json.loads((dest / MANIFEST).read_text()), url=url, _store=self)
+        return dest
 
     # -- locks and leases -------------------------------------------------------------------------------------
     def lock(self, asset: str) -> ObjectLock:

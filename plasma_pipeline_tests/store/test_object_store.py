@@ -48,6 +48,7 @@ def test_publish_and_read_round_trip_on_s3(s3_root, tmp_path):
     # Another host: nothing cached, reads through the same API and gets the same rows.
     other = ShardStore(StoreConfig(cache_dir=str(tmp_path / "other-host")), root=s3_root)
     got = other.current("raw/x")
+    assert got.rows == 30 and not (tmp_path / "other-host").exists()  # the manifest only, until a file is read
     assert got.id == v.id and str(got.path).startswith(str(tmp_path / "other-host"))
     assert pa.concat_tables(got.iter_tables()).equals(_docs("a"))
     got.verify()
