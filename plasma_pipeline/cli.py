@@ -1,8 +1,12 @@
 """`plasma`: the command line around the Dagster definitions and the trained models.
 
     plasma materialize --stale [--with-training]   run exactly what is stale or missing, until nothing is
+    plasma materialize --stale --dry-run           the plan: what would run, and why; runs nothing
+    plasma materialize --select 'raw/wiki+'        Dagster's selection syntax (also key:…, group:05_dedup)
     plasma materialize --all                       everything, training included
-    plasma status                                  what is stale or missing, and why
+    plasma status                                  everything a change made stale, and why
+    plasma versions ASSET                          the stored versions: time, rows, bytes, inputs, kept/pinned
+    plasma lineage ASSET[@VERSION]                 what a version was built from, down to the raw sources
     plasma runs reap [--dry-run]                   mark runs of killed processes failed, free their pool slots
     plasma demo                                    the whole pipeline on the recipe, then a report and a chat turn
     plasma gc [--dry-run]                          delete what retention allows: old unpinned versions, leftovers
@@ -44,9 +48,24 @@ def _load(recipe: str | None):
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    from plasma_pipeline.defs.stale import MaterializationFailed, keys_from_strings, materialize_stale, run_selection
+    from plasma_pipeline.defs.stale import (
+        MaterializationFailed, format_plan, keys_from_strings, materialize_stale, run_selection, stale_plan,
+    )
 
     recipe, defs, instance = _load(args.recipe)
+    if args.dry_run:
+        if args.stale:
+            plan = stale_plan(instance, defs)
+            if not plan:
+                print("nothing is stale: nothing would run")
+                return 0
+            print("would run, in this order (rerun only while a parent's data version changes):")
+            print("\n".join("  " + line for line in format_plan(plan, args.with_training)))
+        else:
+            graph = defs.resolve_asset_graph()
+            keys = graph.toposorted_asset_keys if args.all else keys_from_strings(args.select, defs)
+            print(f"would run {len(keys)} asset(s) in one run: " + ", ".join(k.to_user_string() for k in keys))
+        return 0
     _reap(instance)
     try:
         if args.stale:
@@ -55,7 +74,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
                   + (": " + ", ".join(k.to_user_string() for k in ran) if ran else " (nothing was stale)"))
             return 0
         job = defs.resolve_implicit_global_asset_job_def()
-        run_selection(job, instance, None if args.all else keys_from_strings(args.select))
+        run_selection(job, instance, None if args.all else keys_from_strings(args.select, defs))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except MaterializationFailed as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
@@ -87,16 +109,28 @@ def cmd_runs_reap(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from plasma_pipeline.defs.stale import stale_keys
+    from plasma_pipeline.defs.stale import format_plan, stale_plan
 
     _, defs, instance = _load(args.recipe)
     _reap(instance, log=lambda line: print(line, file=sys.stderr))  # stdout stays the stale list
-    todo = stale_keys(instance, defs)
-    if not todo:
+    plan = stale_plan(instance, defs)
+    if not plan:
         print("everything is fresh")
-    for key, status in todo:
-        print(f"{status.lower():8s} {key.to_user_string()}")
+    # stale/missing: changed itself; follows: downstream of one that reruns (stale once that one has rerun)
+    print("\n".join(format_plan(plan, include_training=False)))
     return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    from plasma_pipeline.versions_cli import cmd_versions as run
+
+    return run(args)
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from plasma_pipeline.versions_cli import cmd_lineage as run
+
+    return run(args)
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -116,6 +150,41 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 DEMO_RUN_CONFIG = '{"loggers": {"console": {"config": {"log_level": "INFO"}}}}'
+
+
+class DemoLog:
+    """The demo's console: Dagster's log lines shortened to `HH:MM:SS step  message`, its preview / beta /
+    supersession warnings (and the source line Python prints under each) dropped. Everything is still in the run's
+    log in the instance, and each training step's record in the model's metrics.jsonl."""
+
+    import re as _re
+
+    LOG = _re.compile(r"^\d{4}-\d\d-\d\d (\d\d:\d\d:\d\d) [+-]\d{4} - dagster - (\w+) - \S+ - [0-9a-f-]{36} - "
+                      r"(?:(\S+) - )?(.*)$")
+    WARNING = _re.compile(r"(Preview|Beta|Supersession|Deprecation)Warning: ")
+
+    def lines(self, stream):
+        skip_source = False
+        for raw in stream:
+            line = raw.rstrip("\n")
+            if skip_source and line.startswith("  "):
+                skip_source = False
+                continue
+            skip_source = False
+            if self.WARNING.search(line):
+                skip_source = True
+                continue
+            m = self.LOG.match(line)
+            if not m:
+                if line.strip():
+                    yield line
+                continue
+            clock, level, step, msg = m.groups()
+            step = (step or "").replace("__", "/")
+            if step and msg.startswith(step + ": "):
+                msg = msg[len(step) + 2:]
+            mark = "" if level == "INFO" else f"{level}: "
+            yield f"{clock} {step:<20s} {mark}{msg}"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -138,7 +207,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
            "--config-json", DEMO_RUN_CONFIG]
     print("$ " + " ".join(cmd[:-2]), flush=True)
     t0 = time.time()
-    if subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0:
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace")
+    for line in DemoLog().lines(proc.stdout):
+        print(line, flush=True)
+    if proc.wait() != 0:
         print("materialization failed; the run's log is above and in the Dagster UI (make ui)", file=sys.stderr)
         return 1
     print(f"\nall twelve stages materialized in {time.time() - t0:.0f} s with recipe {recipe.path}")
@@ -174,23 +247,40 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="plasma", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", help="recipe YAML (default: $PLASMA_RECIPE or recipes/default.yaml)")
     sub = p.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("materialize", help="materialize assets into the project's Dagster instance")
+    m = sub.add_parser("materialize", help="materialize assets into the project's Dagster instance",
+                       epilog="examples: plasma materialize --stale --with-training --dry-run | "
+                              "plasma materialize --select 'raw/wiki+' | plasma materialize --select 'group:05_dedup'")
     g = m.add_mutually_exclusive_group(required=True)
     g.add_argument("--stale", action="store_true", help="only stale or missing assets, repeated until none is left")
     g.add_argument("--all", action="store_true", help="every asset")
-    g.add_argument("--select", nargs="+", metavar="KEY", help="asset keys, e.g. raw/wiki pretrain_shards")
+    g.add_argument("--select", nargs="+", metavar="SELECTION",
+                   help="Dagster asset selection: keys (raw/wiki), raw/wiki+ (and downstream), *deduped (and "
+                        "upstream), comma-separated clauses, or key:/group:/tag: clauses")
     m.add_argument("--with-training", action="store_true", help="with --stale: also retrain stale models")
+    m.add_argument("--dry-run", action="store_true", help="print what would run, and why; run nothing")
     m.set_defaults(fn=cmd_materialize)
-    sub.add_parser("status", help="list stale and missing assets").set_defaults(fn=cmd_status)
-    g = sub.add_parser("gc", help="delete old unpinned versions and leftovers of killed runs")
+    sub.add_parser("status", help="everything a change made stale, and why",
+                   epilog="example: edit mix.weights, then `plasma status` lists pretrain_shards (recipe slice "
+                          "`mix` changed) and base_model, chat_model, evaluation after it").set_defaults(fn=cmd_status)
+    v = sub.add_parser("versions", help="list an asset's stored versions", epilog="example: plasma versions clean/wiki")
+    v.add_argument("asset", help="asset key, e.g. clean/wiki or base_model")
+    v.set_defaults(fn=cmd_versions)
+    lin = sub.add_parser("lineage", help="what a version was built from, down to the raw sources",
+                         epilog="example: plasma lineage chat_model   or   plasma lineage pretrain_shards@3f2a")
+    lin.add_argument("target", metavar="ASSET[@VERSION]", help="asset key, optionally @version id (or a prefix)")
+    lin.set_defaults(fn=cmd_lineage)
+    g = sub.add_parser("gc", help="delete old unpinned versions and leftovers of killed runs",
+                       epilog="example: plasma gc --dry-run")
     g.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     g.set_defaults(fn=cmd_gc)
     runs = sub.add_parser("runs", help="runs in the project's Dagster instance")
     runs_sub = runs.add_subparsers(dest="runs_cmd", required=True)
-    reap = runs_sub.add_parser("reap", help="mark runs whose processes are dead failed and free their pool slots")
+    reap = runs_sub.add_parser("reap", help="mark runs whose processes are dead failed and free their pool slots",
+                               epilog="example: plasma runs reap --dry-run")
     reap.add_argument("--dry-run", action="store_true", help="only list what would be reaped")
     reap.set_defaults(fn=cmd_runs_reap)
-    sub.add_parser("demo", help="run all twelve stages, then show the report and one chat exchange").set_defaults(fn=cmd_demo)
+    sub.add_parser("demo", help="run all twelve stages, then show the report and one chat exchange",
+                   epilog="example: PLASMA_RECIPE=recipes/default.yaml plasma demo").set_defaults(fn=cmd_demo)
     sub.add_parser("dedup", help="dedup Parquet/jsonl files (see `plasma dedup --help`)")
     sub.add_parser("clean", help="clean jsonl/Parquet/txt/html files with a recipe's rules (see `plasma clean --help`)")
     sub.add_parser("mix-search", help="find the data mix with proxy models (see `plasma mix-search --help`)")

@@ -86,7 +86,8 @@ def _fit_history(gen, messages: list[dict], max_new: int) -> list[dict]:
 
 def cmd_chat(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="plasma chat", description="Chat with the model; /reset clears the history, "
-                                "/quit (or end of input) exits. Works with piped stdin.")
+                                "/quit (or end of input) exits. Works with piped stdin.",
+                                epilog='example: plasma chat --system "Answer briefly." --temperature 0.7')
     _sampling_args(p, 256)
     p.add_argument("--system", default=None, help="optional system message")
     args = p.parse_args(argv)
@@ -150,7 +151,8 @@ def _repl(gen, args, kw: dict, system: list[dict], interactive: bool, out) -> No
 
 def cmd_generate(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="plasma generate", description="One-shot generation: the chat model's reply "
-                                "to PROMPT as a user turn, or with --base a base-model continuation of PROMPT.")
+                                "to PROMPT as a user turn (chat template), or with --base a base-model continuation of PROMPT.",
+                                epilog='example: plasma generate "Tell me about Paris."   |   plasma generate --base "Paris is"')
     p.add_argument("prompt", help="prompt text")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--chat", action="store_true",
@@ -176,7 +178,8 @@ def cmd_generate(argv: list[str]) -> int:
 
 
 def cmd_export(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="plasma export", description="Export a model for transformers' LlamaForCausalLM.")
+    p = argparse.ArgumentParser(prog="plasma export", description="Export a model for transformers' LlamaForCausalLM.",
+                                epilog="example: plasma export --hf out/hf-model --asset chat_model --dtype bfloat16")
     p.add_argument("--hf", required=True, metavar="DIR", help="output folder")
     p.add_argument("--model", help="model directory (default: current version of --asset)")
     p.add_argument("--asset", default="chat_model", choices=["chat_model", "base_model"], help="default chat_model")

@@ -52,6 +52,7 @@ def build_parser(prog: str = "plasma clean") -> argparse.ArgumentParser:
         description="Run the cleaning stage (normalisation, HTML stripping, language ID, Gopher / C4 / FineWeb "
         "or code rules) on jsonl / Parquet / txt / html files and write the kept documents as Parquet, with "
         "stats.json saying what each rule dropped.",
+        epilog="example: plasma clean my-docs/ --out cleaned/ --profile docs --languages fr,es",
     )
     p.add_argument("inputs", nargs="+", metavar="PATH", help="jsonl (.gz), Parquet, txt or html files, globs or "
                    "directories")

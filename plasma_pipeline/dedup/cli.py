@@ -21,6 +21,7 @@ def build_parser(prog: str = "plasma dedup") -> argparse.ArgumentParser:
         description="Exact + MinHash LSH dedup of jsonl / Parquet / txt / html files, read by the same streaming "
         "reader as the pipeline's local sources. A big file is split (line ranges, row groups) so --processes "
         "workers share it.",
+        epilog="example: plasma dedup data/*.jsonl --out deduped/ --processes 2",
     )
     p.add_argument("inputs", nargs="+", help="jsonl (.gz), Parquet, txt or html files, globs or directories")
     p.add_argument("--out", required=True, help="output directory (survivors as Parquet + dedup_stats.json)")

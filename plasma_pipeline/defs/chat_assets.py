@@ -9,6 +9,7 @@ from plasma_pipeline.defs.common import (
     store_for,
     version_result,
 )
+from plasma_pipeline.defs.metadata import embed_images, png_markdown, token_decoder
 from plasma_pipeline.recipe import Recipe
 
 CHECK_BPB = "bits_per_byte_not_regressed"
@@ -69,7 +70,8 @@ def sft_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
             w.metadata["tokenizer_version"] = tok.id
             w.inputs.update(inputs.versions)
             version = w.publish()
-        return version_result(version, "sft_shards", inputs=inputs.versions)
+            decode = token_decoder(tok.file("tokenizer.model"))
+        return version_result(version, "sft_shards", inputs=inputs.versions, decode=decode)
 
     return sft_shards
 
@@ -143,9 +145,14 @@ def evaluation_asset(recipe: Recipe) -> dg.AssetsDefinition:
             )
             for name, c in out["checks"].items()
         ]
-        return version_result(
-            version, "evaluation", extra={"report_path": dg.MetadataValue.path(str(report_path))}, checks=checks
-        )
+        # The UI cannot fetch the report's relative loss.png / drops.png: the plots travel inside the markdown.
+        extra = {
+            "report_path": dg.MetadataValue.path(str(report_path)),
+            "report": dg.MetadataValue.md(embed_images(report_path.read_text(encoding="utf-8"), version.path)),
+            "loss_curves": png_markdown((version.path / "loss.png").read_bytes(), "loss curves"),
+            "drops_plot": png_markdown((version.path / "drops.png").read_bytes(), "drops per stage and rule"),
+        }
+        return version_result(version, "evaluation", extra=extra, checks=checks, kind="evaluation")
 
     return evaluation
 

@@ -37,6 +37,14 @@ STAGE_GROUPS = (
     "mix", "pretrain", "instructions", "sft_shards", "sft", "evaluation",
 )
 
+
+def group_name(stage: str) -> str:
+    """`01_collect` … `12_evaluation`: the UI lists and lays out groups by name, so the number gives pipeline order."""
+    return f"{STAGE_GROUPS.index(stage) + 1:02d}_{stage}"
+
+
+GROUP_NAMES = tuple(group_name(s) for s in STAGE_GROUPS)
+
 # Data stages follow their parents when the automation daemon runs (`dagster dev`): a rematerialized parent or a
 # changed code version starts them. Training assets get no condition: retraining is never silent.
 DATA_AUTOMATION = (
@@ -117,45 +125,16 @@ def stage_asset(
     return dg.asset(
         key=key,
         deps=list(deps),
-        group_name=group,
+        group_name=group_name(group),
         code_version=code_version(recipe, section, source),
         check_specs=list(extra_checks) or None,
         automation_condition=DATA_AUTOMATION if automated else None,
         kinds=set(kinds),
         description=description,
+        # the recipe section whose fingerprint is the code version: `plasma status` names it when it changes
+        metadata={"recipe_slice": f"sources.{source}.{section}" if source else section},
         **kwargs,
     )
-
-
-def _sample_markdown(version: Version, n: int = 5) -> str:
-    shards = version.shards()
-    if not shards:
-        return "_no table shards (model asset)_"
-    pf = pq.ParquetFile(shards[0])
-    table = pf.read_row_group(0) if pf.num_row_groups else pf.read()
-    table = table.slice(0, n)
-    cols = [c for c in table.column_names if c != "meta"][:6]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in table.select(cols).to_pylist():
-        cells = []
-        for c in cols:
-            v = row[c]
-            if isinstance(v, list):
-                s = f"[{len(v)} items] " + " ".join(map(str, v[:8]))
-            else:
-                s = str(v)
-            s = s.replace("\n", " ⏎ ").replace("|", "\\|")
-            cells.append(s[:140] + ("…" if len(s) > 140 else ""))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _counter_markdown(stats: dict[str, int]) -> str:
-    if not stats:
-        return "_no counters_"
-    lines = ["| counter | count |", "|---|---:|"]
-    lines += [f"| {k} | {v:,} |" for k, v in sorted(stats.items())]
-    return "\n".join(lines)
 
 
 def version_result(
@@ -164,24 +143,27 @@ def version_result(
     extra: dict[str, Any] | None = None,
     checks: list[dg.AssetCheckResult] = (),
     inputs: dict[str, str] | None = None,
+    kind: str = "data",
+    decode=None,
 ) -> dg.MaterializeResult:
-    """MaterializeResult whose data version is the manifest hash, with counts, drops, a sample and input versions."""
-    stats = version.stats
-    dropped = {k: v for k, v in stats.items() if k.startswith("dropped/")}
-    metadata: dict[str, Any] = {
-        "rows": dg.MetadataValue.int(version.rows),
-        "bytes": dg.MetadataValue.int(version.manifest["bytes"]),
-        "shards": dg.MetadataValue.int(len(version.manifest["shards"])),
-        "version": dg.MetadataValue.text(version.id),
-        "path": dg.MetadataValue.path(str(version.path)),
-        "kept": dg.MetadataValue.int(int(stats.get("kept", version.rows))),
-        "dropped_total": dg.MetadataValue.int(sum(dropped.values())),
-        "counters": dg.MetadataValue.md(_counter_markdown(stats)),
-        "sample": dg.MetadataValue.md(_sample_markdown(version)),
-        "input_versions": dg.MetadataValue.json(dict(sorted((inputs if inputs is not None else version.inputs).items()))),
-    }
-    for k, v in {**(version.manifest.get("metadata") or {}), **(extra or {})}.items():
-        metadata[k] = v if isinstance(v, dg.MetadataValue) else _to_metadata(v)
+    """MaterializeResult whose data version is the manifest hash, with the metadata of its kind.
+
+    kind "data": rows, bytes, the non-zero drop rules (table and plot), kept share, a readable sample (token ids
+    through `decode` when given) and the other counters; kind "model": only what `extra` brings (see
+    metadata.model_metadata) plus the version and its inputs. The manifest's own metadata follows either way."""
+    from plasma_pipeline.defs.metadata import data_metadata, inputs_markdown
+
+    inputs = dict(sorted((inputs if inputs is not None else version.inputs).items()))
+    # The UI lists entries in this order: what the kind is about first, identifiers after, the stage's own last.
+    extra = {k: v if isinstance(v, dg.MetadataValue) else _to_metadata(v) for k, v in (extra or {}).items()}
+    own = {k: _to_metadata(v) for k, v in (version.manifest.get("metadata") or {}).items() if k not in extra}
+    metadata: dict[str, Any] = data_metadata(version, version.stats, decode=decode) if kind == "data" else dict(extra)
+    metadata["inputs"] = dg.MetadataValue.md(inputs_markdown(inputs))
+    metadata["version"] = dg.MetadataValue.text(version.id)
+    metadata["path"] = dg.MetadataValue.path(str(version.path))
+    metadata["input_versions"] = dg.MetadataValue.json(inputs)
+    metadata.update(own if kind != "data" else {**own, **extra})
+    metadata = {k: v for k, v in metadata.items() if v is not None}
     return dg.MaterializeResult(
         asset_key=key,
         metadata=metadata,
@@ -221,31 +203,39 @@ def manifest_checks(recipe: Recipe, keys: list[dg.AssetKey]) -> dg.AssetChecksDe
 
 
 def _to_metadata(v: Any) -> Any:
+    """A stage's own metadata value as a Dagster one; None (left out) for empty values and zero numbers, which
+    would only draw flat lines in the UI's Plots tab."""
+    if v is None or v == "" or v == {} or v == []:
+        return None
     if isinstance(v, bool):
         return dg.MetadataValue.bool(v)
     if isinstance(v, int):
-        return dg.MetadataValue.int(v)
+        return dg.MetadataValue.int(v) if v else None
     if isinstance(v, float):
-        return dg.MetadataValue.float(v)
+        return dg.MetadataValue.float(v) if v else None
     if isinstance(v, str):
         return dg.MetadataValue.md(v) if v.startswith(("|", "#")) else dg.MetadataValue.text(v)
     return dg.MetadataValue.json(json.loads(json.dumps(v, default=str)))
 
 
 def log_progress(context: dg.AssetExecutionContext, what: str, done: int, total: int, stats: Counter,
-                 started: float | None = None, docs_done: int | None = None) -> None:
-    """One progress line: shards done of total, documents kept/dropped so far, and with `started` the rate
-    and an ETA from the shards still to do."""
+                 started: float | None = None, docs_done: int | None = None, docs_total: int | None = None) -> None:
+    """One readable progress line: documents done of total (or shards, without a document total), kept and
+    dropped so far, and with `started` the rate and an ETA."""
     import time
 
     kept = stats.get("kept", 0)
     dropped = sum(v for k, v in stats.items() if k.startswith("dropped/"))
-    line = f"{what}: shard {done}/{total}, kept {kept:,} so far, dropped {dropped:,}"
+    docs = docs_done if docs_done is not None else kept + dropped
+    if docs_total:
+        line = f"{what}: {docs:,}/{docs_total:,} docs ({docs / docs_total:.0%}), shard {done}/{total}"
+    else:
+        line = f"{what}: shard {done}/{total}, {docs:,} docs"
+    line += f", kept {kept:,}, dropped {dropped:,}"
     if started is not None and done:
         elapsed = max(time.monotonic() - started, 1e-9)
-        docs = docs_done if docs_done is not None else kept + dropped
-        eta = elapsed / done * (total - done)
-        line += f", {docs / elapsed:,.0f} docs/s, {elapsed:.0f} s elapsed, ETA {eta:.0f} s"
+        left = (elapsed / docs * (docs_total - docs)) if docs_total and docs else elapsed / done * (total - done)
+        line += f" · {docs / elapsed:,.0f} docs/s · {elapsed:.0f} s elapsed, ETA {left:.0f} s"
     context.log.info(line)
 
 

@@ -17,6 +17,7 @@ from plasma_pipeline.defs.common import (
     store_for,
     version_result,
 )
+from plasma_pipeline.defs.metadata import token_decoder
 from plasma_pipeline import executor
 from plasma_pipeline.progress import terminal_bar
 from plasma_pipeline.recipe import Recipe
@@ -38,13 +39,16 @@ def publish_shard_results(context, store, w, asset: str, fn, parent, args: tuple
         row_group_rows=recipe.store.row_group_rows, args_key=args_key, log=context.log.info,
     )
     started = time.monotonic()
-    with executor.use(recipe.executor), terminal_bar(sum(int(e.get("rows", 0)) for e in entries), asset) as bar:
+    docs_total = sum(int(e.get("rows", 0)) for e in entries)
+    docs_done = 0
+    with executor.use(recipe.executor), terminal_bar(docs_total, asset) as bar:
         for i, (e, r) in enumerate(zip(entries, results), 1):
             if r.file is not None:
                 w.add_file(r.file, sha256=r.sha256)
             w.stats.update(r.stats)
+            docs_done += int(e.get("rows", 0))
             bar.update(int(e.get("rows", 0)))
-            log_progress(context, asset, i, len(entries), w.stats, started)
+            log_progress(context, asset, i, len(entries), w.stats, started, docs_done=docs_done, docs_total=docs_total)
 
 
 def raw_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
@@ -74,10 +78,13 @@ def raw_asset(recipe: Recipe, name: str) -> dg.AssetsDefinition:
                 tables = collect_hf(name, src.collect, w.stats, work_dir=work, log=context.log.warning)
             else:
                 tables = iter_documents(name, src.collect, w.stats)
+            started = time.monotonic()
             for i, table in enumerate(tables, 1):
                 w.write(table)
                 if i % 10 == 0:
-                    context.log.info(f"collected {w.stats.get('kept', 0):,} documents from {name}")
+                    n = w.stats.get("kept", 0)
+                    context.log.info(f"{asset}: collected {n:,} documents · "
+                                     f"{n / max(time.monotonic() - started, 1e-9):,.0f} docs/s")
             version = w.publish()
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)  # the published version holds the data now
@@ -261,7 +268,8 @@ def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
     blob = json.dumps({"dedup": code_version(recipe, "dedup"), "battery": battery_config(recipe.instructions)},
                       sort_keys=True, default=str)
     version = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    return deduped.map_asset_specs(lambda spec: spec.replace_attributes(code_version=version))
+    return deduped.map_asset_specs(lambda spec: spec.replace_attributes(
+        code_version=version, metadata={**spec.metadata, "recipe_slice": "dedup + instructions battery"}))
 
 
 def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
@@ -333,8 +341,9 @@ def pretrain_shards_asset(recipe: Recipe) -> dg.AssetsDefinition:
             w.metadata["tokenizer_version"] = tok.id
             w.inputs.update(inputs.versions)
             version = w.publish()
+            decode = token_decoder(tok.file("tokenizer.model"))
         clear_cache(cache_dir)
-        return version_result(version, "pretrain_shards", inputs=inputs.versions)
+        return version_result(version, "pretrain_shards", inputs=inputs.versions, decode=decode)
 
     return pretrain_shards
 

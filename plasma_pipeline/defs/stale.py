@@ -6,6 +6,7 @@ whose rerun yields identical bytes publishes the same data version, so its child
 """
 
 
+import re
 from collections.abc import Callable, Sequence
 
 import dagster as dg
@@ -107,5 +108,111 @@ def materialize_stale(
     raise RuntimeError(f"still stale after {max_rounds} rounds; this is a bug (a cycle of changing data versions?)")
 
 
-def keys_from_strings(selection: Sequence[str]) -> list[dg.AssetKey]:
-    return [dg.AssetKey.from_user_string(s) for s in selection]
+def keys_from_strings(selection: Sequence[str], defs: dg.Definitions | None = None) -> list[dg.AssetKey]:
+    """Asset keys from selection strings, in pipeline order. With `defs`, Dagster's selection syntax as its own
+    CLI reads it (`raw/wiki+`, `*deduped`, comma-separated clauses) or the newer one (`key:raw/wiki+`,
+    `group:05_dedup`, `tag:...`); an unknown key is an error naming it."""
+    if defs is None:
+        return [dg.AssetKey.from_user_string(s) for s in selection]
+    graph = defs.resolve_asset_graph()
+    clauses = [c.strip() for s in selection for c in s.split(",") if c.strip()]
+    keys: set[dg.AssetKey] = set()
+    for clause in clauses:
+        # the grammar reads an unquoted value that starts with a digit as a number: group:05_dedup -> "05_dedup"
+        clause = re.sub(r'(group:)(\d\w*)', r'\1"\2"', clause)
+        try:
+            if ":" in clause:
+                picked = dg.AssetSelection.from_string(clause).resolve(graph)
+            else:
+                picked = dg.AssetSelection.from_coercible([clause]).resolve(graph)
+        except Exception as e:  # Dagster raises several error types for a selection that matches nothing
+            raise ValueError(f"--select {clause!r}: {e}") from e
+        if not picked:
+            raise ValueError(f"--select {clause!r} matches no asset")
+        keys |= set(picked)
+    return [k for k in graph.toposorted_asset_keys if k in keys]
+
+
+# ----------------------------------------------------------------------------- the plan: what a change makes stale
+
+
+def _slice(graph: AssetGraph, key: dg.AssetKey) -> str:
+    meta = graph.get(key).metadata or {}
+    v = meta.get("recipe_slice")
+    return getattr(v, "value", v) or "its code"
+
+
+def _root_reason(resolver: CachingStaleStatusResolver, graph: AssetGraph, key: dg.AssetKey, status) -> str:
+    from dagster._core.definitions.data_version import StaleCauseCategory
+
+    if status == StaleStatus.MISSING:
+        return "never materialized"
+    reasons = []
+    for cause in resolver.get_stale_causes(key):
+        if cause.category == StaleCauseCategory.CODE:
+            reasons.append(f"recipe slice `{_slice(graph, key)}` changed")
+        elif cause.dependency is not None:
+            reasons.append(f"parent {cause.dependency_asset_key.to_user_string()} has a new version")
+        else:
+            reasons.append(cause.reason)
+    return "; ".join(dict.fromkeys(reasons)) or "stale"
+
+
+def _reads(parents: list[dg.AssetKey]) -> str:
+    return ("reads " + ", ".join(p.to_user_string() for p in parents)
+            + (", which reruns" if len(parents) == 1 else ", which rerun"))
+
+
+def stale_plan(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[dict]:
+    """Every asset a change makes stale, in run order: the stale or missing ones (`why`: which recipe slice or which
+    parent version changed) and everything downstream of them (`why`: the parents in the plan it reads). Each item:
+    {key, state ("stale" | "missing" | "follows"), why, training (bool)}. Training assets are listed too; whether they
+    run is the caller's choice."""
+    graph: AssetGraph = defs.resolve_asset_graph()
+    view = AssetGraphView(
+        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+        instance=instance,
+        asset_graph=graph,
+    )
+    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    plan: dict[dg.AssetKey, dict] = {}
+    for key in graph.toposorted_asset_keys:
+        if not graph.get(key).is_materializable:
+            continue
+        status = resolver.get_status(key)
+        parents = [p for p in plan if p in graph.get(key).parent_keys]  # plan order = run order
+        if status in (StaleStatus.STALE, StaleStatus.MISSING):
+            why = _root_reason(resolver, graph, key, status)
+            if parents:
+                why += "; " + _reads(parents)
+            plan[key] = {"key": key, "state": status.value.lower(), "why": why, "parents": parents}
+        elif parents:
+            plan[key] = {"key": key, "state": "follows", "parents": parents, "why": _reads(parents)}
+    for item in plan.values():
+        item["training"] = item["key"] in TRAINING_KEYS
+    return list(plan.values())
+
+
+def runnable(plan: list[dict], include_training: bool) -> tuple[list[dict], list[dict]]:
+    """(what runs, what is left alone): without training, the models, and what follows only them, stay."""
+    if include_training:
+        return plan, []
+    left_keys: set[dg.AssetKey] = set()
+    run, left = [], []
+    for item in plan:
+        follows_only_left = item["state"] == "follows" and all(p in left_keys for p in item["parents"])
+        if item["training"] or follows_only_left:
+            left_keys.add(item["key"])
+            left.append(item)
+        else:
+            run.append(item)
+    return run, left
+
+
+def format_plan(plan: list[dict], include_training: bool) -> list[str]:
+    run, left = runnable(plan, include_training)
+    width = max([len(i["key"].to_user_string()) for i in plan] + [8])
+    lines = [f"{i['state']:8s} {i['key'].to_user_string():{width}s}  {i['why']}" for i in run]
+    lines += [f"{i['state']:8s} {i['key'].to_user_string():{width}s}  {i['why']} "
+              + ("[training: pass --with-training]" if i["training"] else "[after a retrain]") for i in left]
+    return lines

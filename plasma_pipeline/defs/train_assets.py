@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from plasma_pipeline.defs.common import StepInputs, code_version, stage_asset, store_for, version_result
+from plasma_pipeline.defs.metadata import model_result_metadata
 from plasma_pipeline.defs.launch import launch_trainer
 from plasma_pipeline.recipe import Recipe
 from plasma_pipeline.shards import file_sha256
@@ -58,17 +59,6 @@ def _metrics_tail(rows: list[dict]) -> dict:
     if train_rows:
         last["first_loss"] = train_rows[0]["loss"]
     return last
-
-
-def _loss_curve_md(rows: list[dict]) -> str:
-    rows = [r for r in rows if "loss" in r and "step" in r]
-    if not rows:
-        return ""
-    step = max(1, len(rows) // 12)
-    lines = ["| step | loss | tokens/s |", "|---:|---:|---:|"]
-    for r in rows[::step] + ([rows[-1]] if (len(rows) - 1) % step else []):
-        lines.append(f"| {r['step']} | {r['loss']:.4f} | {r.get('tokens_per_s', 0):,.0f} |")
-    return "\n".join(lines)
 
 
 def training_asset(
@@ -132,15 +122,13 @@ def training_asset(
                     "init_from_version": init.id if init else "",
                     "work_dir": str(work),
                     "final_metrics": _metrics_tail(rows),
-                    "loss_curve": _loss_curve_md(rows),
                 }
             )
             w.inputs.update(inputs.versions)
             version = w.publish()
         store.mark_work_published(work, version.id)
-        return version_result(
-            version, key, extra={f"trainer/{k}": v for k, v in trainer_meta.items()}, inputs=inputs.versions
-        )
+        extra = model_result_metadata(version.path, key, data.path, recipe.evaluation, trainer_meta, context.log.warning)
+        return version_result(version, key, extra=extra, inputs=inputs.versions, kind="model")
 
     return _train
 

@@ -108,8 +108,8 @@ def _plt():
     return plt
 
 
-def plot_losses(models: dict[str, str | Path], path: str | Path) -> Path:
-    """One panel per model: train loss per step, val_loss as points."""
+def plot_losses(models: dict[str, str | Path], path, dpi: int = 110):
+    """One panel per model: train loss per step, val_loss as points; `path` a file name or a binary stream."""
     plt = _plt()
     fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5.5 * max(1, len(models)), 3.8), squeeze=False)
     for ax, (label, d) in zip(axes[0], models.items()):
@@ -127,9 +127,9 @@ def plot_losses(models: dict[str, str | Path], path: str | Path) -> Path:
         if m["train"] or m["val"]:
             ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi, format="png")
     plt.close(fig)
-    return Path(path)
+    return Path(path) if isinstance(path, (str, Path)) else path
 
 
 def drop_rows(stage_stats: dict[str, dict[str, int]]) -> list[tuple[str, str, int]]:
@@ -141,8 +141,8 @@ def drop_rows(stage_stats: dict[str, dict[str, int]]) -> list[tuple[str, str, in
     return out
 
 
-def plot_drops(stage_stats: dict[str, dict[str, int]], path: str | Path) -> Path:
-    """Horizontal bars of drop counts, one colour per stage."""
+def plot_drops(stage_stats: dict[str, dict[str, int]], path, dpi: int = 110, title: str = "drops per stage and rule"):
+    """Horizontal bars of drop counts, one colour per stage; `path` a file name or a binary stream."""
     plt = _plt()
     rows = drop_rows(stage_stats)
     fig, ax = plt.subplots(figsize=(8, max(2.5, 0.28 * len(rows) + 1.2)))
@@ -151,19 +151,19 @@ def plot_drops(stage_stats: dict[str, dict[str, int]], path: str | Path) -> Path
         colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(stages)}
         y = list(range(len(rows)))[::-1]
         ax.barh(y, [r[2] for r in rows], color=[colors[r[0]] for r in rows])
-        ax.set_yticks(y, [f"{r[0]}: {r[1]}" for r in rows], fontsize=8)
+        ax.set_yticks(y, [f"{r[0]}: {r[1]}" if len(stages) > 1 else r[1] for r in rows], fontsize=8)
         ax.set_xlabel("documents dropped")
         if max(r[2] for r in rows) > 50 * max(1, min(r[2] for r in rows)):
             ax.set_xscale("log")
     else:
         ax.text(0.5, 0.5, "no drops recorded", ha="center", va="center", transform=ax.transAxes)
         ax.set_yticks([])
-    ax.set_title("drops per stage and rule")
+    ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi, format="png")
     plt.close(fig)
-    return Path(path)
+    return Path(path) if isinstance(path, (str, Path)) else path
 
 
 # ----------------------------------------------------------------------------- markdown

@@ -122,6 +122,42 @@ class Reporter:
             self.file = None
         cut_metrics(self.path, step)
 
+    total_steps: int | None = None  # set by the trainer: progress lines show step/total and an ETA
+    _clock: tuple[float, int] | None = None  # (time, step) of the first step record this launch
+
+    def progress_line(self, record: dict) -> str:
+        """One readable line for the run log: step/total, loss, tokens/s, ETA (the full record is in metrics.jsonl)."""
+        import time
+
+        step, total = record.get("step"), self.total_steps
+        where = f"step {step}/{total}" if total else f"step {step}"
+        if "event" in record:
+            parts = [f"{record['event']} at {where}"]
+            if record.get("final_loss") is not None:
+                parts.append(f"loss {record['final_loss']:.4f}")
+            if record.get("val_loss") is not None:
+                parts.append(f"val loss {record['val_loss']:.4f}")
+            if record.get("run_seconds") is not None:
+                parts.append(f"{record['run_seconds']:.0f} s")
+            if record.get("checkpoint"):
+                parts.append(f"checkpoint {record['checkpoint']}")
+            return " · ".join(parts)
+        if "loss" not in record:  # a val record: overall and per domain
+            dom = ", ".join(f"{k.split('/', 1)[1]} {v:.3f}" for k, v in record.items()
+                            if k.startswith("val_loss/") and isinstance(v, (int, float)))
+            val = record.get("val_loss")
+            return f"{where} · val loss {'–' if val is None else f'{val:.4f}'}" + (f" ({dom})" if dom else "")
+        now = time.monotonic()
+        if self._clock is None:
+            self._clock = (now - float(record.get("step_s") or 0.0), int(step) - 1)
+        line = f"{where}" + (f" ({step / total:.0%})" if total else "")
+        line += f" · loss {record['loss']:.4f} · {record.get('tokens_per_s', 0):,.0f} tokens/s"
+        t0, s0 = self._clock
+        if total and step > s0:
+            eta = (now - t0) / (step - s0) * (total - step)
+            line += f" · ETA {int(eta // 60)}m{int(eta % 60):02d}s"
+        return line
+
     def log(self, record: dict) -> None:
         line = json.dumps(record)
         if self.file is None:
@@ -129,7 +165,8 @@ class Reporter:
         self.file.write(line + "\n")
         self.file.flush()
         if self.pipes is not None:
-            self.pipes.log.info(line)
+            # The run log gets a readable line; the record itself is in metrics.jsonl and the custom message.
+            self.pipes.log.info(self.progress_line(record))
             self.pipes.report_custom_message(record)
         elif self.echo:
             _say(line, sys.stdout)
@@ -142,7 +179,8 @@ class Reporter:
 
     def final(self, summary: dict) -> None:
         """The run's summary: a last stdout line (TRAIN_SUMMARY {...}) and, under Pipes, a materialization."""
-        _say("TRAIN_SUMMARY " + json.dumps(summary), sys.stdout)
+        if self.pipes is None:  # under Pipes the summary is the materialization (and the last metrics.jsonl line)
+            _say("TRAIN_SUMMARY " + json.dumps(summary), sys.stdout)
         if self.pipes is not None:
             meta = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) and v is not None}
             try:

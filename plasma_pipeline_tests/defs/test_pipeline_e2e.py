@@ -74,22 +74,33 @@ def test_stage_counters_and_checks_are_recorded(pipeline):
 
 
 def _status(pipeline) -> list[str]:
+    """`plasma status` as (state, asset, why) per line, or ["everything is fresh"]."""
     proc = subprocess.run([str(BIN / "plasma"), "status"], env=pipeline["env"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout.split()
+    if proc.stdout.strip() == "everything is fresh":
+        return ["everything is fresh"]
+    return [tuple(line.split(None, 2)) for line in proc.stdout.splitlines() if line.strip()]
 
 
 def test_a_clean_threshold_changes_only_that_sources_clean_code_version(pipeline):
     original = pipeline["recipe"].read_text()
-    assert _status(pipeline) == ["everything", "is", "fresh"]
+    assert _status(pipeline) == ["everything is fresh"]
     raw = yaml.safe_load(original)
     raw["sources"]["wiki"]["clean"]["min_words"] = 27
     pipeline["recipe"].write_text(yaml.safe_dump(raw))
     try:
-        assert _status(pipeline) == ["stale", "clean/wiki"]
+        status = _status(pipeline)
+        # the changed slice, then the whole downstream closure, each with why
+        assert status[0][:2] == ("stale", "clean/wiki") and "recipe slice `sources.wiki.clean` changed" in status[0][2]
         from plasma_pipeline.defs import build_defs
         from plasma_pipeline.recipe import load_recipe
+
+        graph = build_defs(load_recipe(pipeline["recipe"])).resolve_asset_graph()
+        below = dg.AssetSelection.assets(dg.AssetKey(["clean", "wiki"])).downstream().resolve(graph)
+        assert {a for st, a, _ in status[1:]} == {k.to_user_string() for k in below} - {"clean/wiki"}, status
+        assert {"scored/wiki", "deduped", "base_model", "evaluation"} <= {a for _, a, _ in status}
+        assert all(st == "follows" for st, _, _ in status[1:]), status
 
         instance = _instance(pipeline["home"])
         defs = build_defs(load_recipe(pipeline["recipe"]))
@@ -113,7 +124,17 @@ def test_editing_the_mix_reruns_only_pretrain_shards_and_downstream(pipeline):
     raw["mix"]["weights"]["wiki"] = raw["mix"]["weights"]["wiki"] * 3
     pipeline["recipe"].write_text(yaml.safe_dump(raw))
 
-    assert _status(pipeline) == ["stale", "pretrain_shards"]
+    status = _status(pipeline)
+    assert status[0][:2] == ("stale", "pretrain_shards") and "recipe slice `mix` changed" in status[0][2]
+    assert [a for _, a, _ in status[1:]] == ["base_model", "chat_model", "evaluation"], status
+    assert "--with-training" in status[1][2]
+
+    plan = subprocess.run([str(BIN / "plasma"), "materialize", "--stale", "--with-training", "--dry-run"],
+                          env=pipeline["env"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert plan.returncode == 0 and "would run" in plan.stdout, plan.stdout + plan.stderr[-2000:]
+    assert [line.split()[1] for line in plan.stdout.splitlines()[1:]] == [
+        "pretrain_shards", "base_model", "chat_model", "evaluation"], plan.stdout
+    assert _status(pipeline)[0][:2] == ("stale", "pretrain_shards")  # the dry run ran nothing
 
     proc = subprocess.run([str(BIN / "plasma"), "materialize", "--stale", "--with-training"], env=pipeline["env"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)

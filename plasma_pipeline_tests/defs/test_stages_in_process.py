@@ -39,8 +39,8 @@ def test_raw_and_clean_materialize_in_process(defs_and_store):
         raw = instance.get_latest_materialization_event(dg.AssetKey(["raw", "wiki"])).asset_materialization
         # French summaries are in raw/wiki and language ID drops them; every drop is counted under a rule.
         assert clean.metadata["rows"].value < raw.metadata["rows"].value
-        assert clean.metadata["rows"].value + clean.metadata["dropped_total"].value == raw.metadata["rows"].value
-        assert "dropped/lang" in clean.metadata["counters"].value
+        assert clean.metadata["rows"].value + clean.metadata["dropped"].value == raw.metadata["rows"].value
+        assert clean.metadata["drops"].value.startswith("| rule | documents | characters |")
         checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
         assert len(checks) == len(keys) and all(e.event_specific_data.passed for e in checks)
 
