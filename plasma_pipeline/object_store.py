@@ -177,8 +177,9 @@ class ObjectShardStore(ShardStore):
         return ObjectVersion(asset, self.manifest(asset, version_id),
                              self.remote.url_of(self.version_rel(asset, version_id)), self)
 
-    def download(self, asset: str, version_id: str) -> Path:
-        """The version's verified local copy, downloaded the first time (manifest last, then one rename)."""
+    def download(self, asset: str, version_id: str, seed: Path | None = None) -> Path:
+        """The version's verified local copy, downloaded the first time (manifest last, then one rename); files
+        in `seed` (a writer's own copy) that match the manifest hash are moved in instead of downloaded."""
         dest = self._cached(asset, version_id)
         url = self.remote.url_of(self.version_rel(asset, version_id))
         if not (dest / MANIFEST).exists():
@@ -190,6 +191,10 @@ class ObjectShardStore(ShardStore):
                 for entry in manifest["shards"] + manifest.get("files", []):
                     p = tmp / entry["path"]
                     p.parent.mkdir(parents=True, exist_ok=True)
+                    mine = seed / entry["path"] if seed is not None else None
+                    if mine is not None and mine.is_file() and file_sha256(mine) == entry["sha256"]:
+                        os.replace(mine, p)
+                        continue
                     try:
                         self.remote.download(f"{vrel}/{entry['path']}", p)
                     except FileNotFoundError as e:
@@ -287,11 +292,15 @@ class ObjectVersionWriter(VersionWriter):
                 if remote.put_if(f"{rel}/CURRENT", (version + "\n").encode(), cur_tag) is None:
                     raise LockLost(f"{remote.url_of(rel)}/CURRENT changed while this writer held the lock")
                 retain_objects(store, self.asset)
+        # This writer's copy becomes the host's local copy of the version: whole when the stored manifest is
+        # ours, else file by file where the hashes match (a reused version's counters differ, not its data).
         dest = store._cached(self.asset, version)
         if not (dest / MANIFEST).exists() and json.loads((self.tmp / MANIFEST).read_text()) == manifest:
             dest.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(OSError):
-                os.rename(self.tmp, dest)  # this copy is the verified local copy of the version
+                os.rename(self.tmp, dest)
+        if self.tmp.exists():
+            store.download(self.asset, version, seed=self.tmp)
         self.abort()
         return store._load(self.asset, version)
 

@@ -33,8 +33,8 @@ _NO_LOCK_GRACE_S = 3600  # a .tmp folder with no lock file predates lock files: 
 
 @dataclass
 class Removal:
-    kind: str  # version | work | leftover
-    path: Path
+    kind: str  # version | work | leftover | cache
+    path: Path | str  # a URL on object storage
     reason: str
 
     def __str__(self) -> str:

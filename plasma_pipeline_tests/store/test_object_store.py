@@ -16,7 +16,7 @@ import pytest
 from plasma_pipeline import retention
 from plasma_pipeline.object_root import LockLost, ObjectLock
 from plasma_pipeline.object_store import ObjectShardStore
-from plasma_pipeline.shards import CorruptShardError, ShardStore, StoreConfig
+from plasma_pipeline.shards import CorruptShardError, ShardStore, StoreConfig, Version
 
 TTL = 2  # seconds: how long a killed holder's lock or lease blocks others in these tests
 
@@ -62,6 +62,14 @@ def test_publish_and_read_round_trip_on_s3(s3_root, tmp_path):
         w.stats["kept"] = 999
         assert w.publish().id == v.id and w.reused
     assert store.remote.get_tagged(f"{store.version_rel('raw/x', v.id)}/manifest.json")[1] == tag
+    # The same from a host with an empty cache: its own copy becomes its local copy, under the stored manifest.
+    third = ShardStore(StoreConfig(max_rows_per_shard=10, cache_dir=str(tmp_path / "third-host")), root=s3_root)
+    with third.writer("raw/x") as w:
+        w.write(_docs("a"))
+        w.stats["kept"] = 7
+        again = w.publish()
+    assert w.reused and again.stats == v.stats
+    Version("raw/x", again.path, again.manifest).verify()  # the local copy, hashed against the stored manifest
     # verify() re-hashes the stored objects, not the local copy.
     store.remote.put(f"{store.version_rel('raw/x', v.id)}/part-00001.parquet", b"rot")
     with pytest.raises(CorruptShardError, match="part-00001.parquet has 3 bytes"):
