@@ -8,7 +8,6 @@ tests is our bug and not the emulator's.
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 
@@ -30,20 +29,11 @@ def s3_endpoint():
                          request_handler=Quiet)
     thread = threading.Thread(target=server.serve_forever, name="moto-s3", daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{server.port}"
-    saved = {k: os.environ.get(k) for k in (*CREDS, "AWS_ENDPOINT_URL")}
-    # Subprocesses (killed writers, lease holders, publishers) inherit these and reach the same server.
-    os.environ.update(CREDS, AWS_ENDPOINT_URL=url)
     try:
-        yield url
+        yield f"http://127.0.0.1:{server.port}"
     finally:
         server.shutdown()
         thread.join(10)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture
@@ -51,6 +41,10 @@ def s3_root(s3_endpoint, tmp_path, monkeypatch):
     """A fresh bucket per test, `s3://<bucket>/store`; versions read are cached under tmp_path."""
     import s3fs
 
+    # Per test, so no later test in the session talks to this server by accident; subprocesses (killed writers,
+    # lease holders, publishers) inherit them and reach the same server.
+    for k, v in {**CREDS, "AWS_ENDPOINT_URL": s3_endpoint}.items():
+        monkeypatch.setenv(k, v)
     bucket = f"plasma-{uuid.uuid4().hex[:12]}"
     s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
     monkeypatch.setenv("PLASMA_STORE_CACHE", str(tmp_path / "cache"))
