@@ -49,7 +49,8 @@ class LockTimeout(TimeoutError):
 def _precondition_failed(e: Exception) -> bool:
     code = str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
     # 409 ConditionalRequestConflict: a concurrent conditional write to the same key is in flight; S3 says retry.
-    return code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+    # NoSuchKey on If-Match: the object we held is gone (an expired lease swept by retention).
+    return code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404")
 
 
 class ObjectRoot:
