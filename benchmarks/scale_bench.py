@@ -631,6 +631,9 @@ def dedup_quality(scale: int) -> dict:
     dv = current(store, "deduped")
     holdout = (dv.manifest.get("metadata") or {}).get("eval_holdout") or {}
     held = {d["id"] for d in holdout.get("dropped", [])}
+    listed_all = len(held) == holdout.get("documents_dropped")
+    if not listed_all:  # the manifest lists at most 200: find the others among the documents missing from deduped
+        held |= holdout_matches(scale, store, dv)
     inp, n_in = scan([current(store, f"scored/{g}") for g in GENRES])
     out, n_out = scan([dv])
     n_in -= len(held)  # held-out documents are not dedup input here
@@ -650,9 +653,40 @@ def dedup_quality(scale: int) -> dict:
         "unique_docs_in": uniq_in, "unique_docs_removed": uniq_in - uniq_out,
         "fpr": round((uniq_in - uniq_out) / uniq_in, 6) if uniq_in else None,
         "jaccard_mean": round(float(js.mean()), 4) if len(js) else None,
-        "eval_holdout_dropped": len(held), "eval_holdout_listed_all": len(held) == holdout.get("documents_dropped"),
+        "eval_holdout_dropped": len(held), "eval_holdout_listed_all": listed_all,
+        "eval_holdout_found": len(held) == holdout.get("documents_dropped"),
         "eval_holdout_planted": len(held_planted),
     }
+
+
+def holdout_matches(scale: int, store, dv) -> set:
+    """Ids of the scored documents missing from `deduped` that the eval hold-out matches (the recipe's battery and
+    dedup settings): hold-out drops, not dedup decisions."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from plasma_pipeline.instruct.holdout import Holdout
+    from plasma_pipeline.recipe import load_recipe
+
+    recipe = load_recipe(SCALE_DIR / f"{scale}x" / "recipe.yaml")
+    h = Holdout.from_recipe(recipe.instructions, recipe.dedup)
+    found: set = set()
+    for g in GENRES:
+        kept = pa_concat([pq.read_table(p, columns=["id"])["id"] for p in dv.shards(split=g)])
+        for path in current(store, f"scored/{g}").shards():
+            table = pq.read_table(path)
+            missing = table.filter(pc.invert(pc.is_in(table["id"], value_set=kept)))
+            if missing.num_rows:
+                exact, near = h.match(missing, g)
+                found.update(missing["id"].filter(pa.array((exact >= 0) | (near >= 0))).to_pylist())
+    return found
+
+
+def pa_concat(arrays):
+    import pyarrow as pa
+
+    return pa.chunked_array(arrays).combine_chunks() if arrays else pa.array([], pa.string())
 
 
 def git_state() -> dict:
@@ -893,6 +927,8 @@ def main() -> None:
                     "--dask-workers processes started here; memory and CPU are then those of this process's tree "
                     "(the cluster's workers, nannies and the stage process), for both kinds")
     ap.add_argument("--dask-workers", type=int, default=2)
+    ap.add_argument("--quality-only", action="store_true",
+                    help="only recompute the dedup quality of the scales from their stores (into the results file)")
     args = ap.parse_args()
     args.monitor_root = os.getpid() if args.executor else None
     args.dask_address = ""
@@ -921,6 +957,12 @@ def main() -> None:
     def log(msg):
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
+    if args.quality_only:
+        for scale in scales:
+            results["scales"][str(scale)]["dedup_quality"] = q = dedup_quality(scale)
+            log(f"{scale}x: dedup quality {q}")
+        save()
+        return
     if args.generate_only:
         for scale in scales:
             build_corpus(scale, args.seed, args.dup_rate, log)
