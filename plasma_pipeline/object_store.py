@@ -286,8 +286,7 @@ class ObjectVersionWriter(VersionWriter):
                 lock.check()
                 if remote.put_if(f"{rel}/history.jsonl", (text or b"") + line.encode(), etag) is None:
                     raise LockLost(f"{remote.url_of(rel)}/history.jsonl changed while this writer held the lock")
-                if etag is None:
-                    remote.put(f"{ASSETS}/{quote(self.asset, safe='')}", b"")
+                remote.put(f"{ASSETS}/{quote(self.asset, safe='')}", b"")  # idempotent: gc's list of assets
                 _, cur_tag = remote.get_tagged(f"{rel}/CURRENT")
                 if remote.put_if(f"{rel}/CURRENT", (version + "\n").encode(), cur_tag) is None:
                     raise LockLost(f"{remote.url_of(rel)}/CURRENT changed while this writer held the lock")
