@@ -71,7 +71,7 @@ def score(store: Path, model_version: str, val_rows: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=11, help="sampled mixtures (the recipe's mix is one more variant)")
+    ap.add_argument("--n", type=int, default=9, help="sampled mixtures (the recipe's mix is one more variant)")
     ap.add_argument("--concentration", type=float, default=10.0)
     ap.add_argument("--tokens", type=int, default=200_000, help="train tokens per proxy")
     ap.add_argument("--val-rows", type=int, default=256, help="val rows per domain for the confirmation scores")
