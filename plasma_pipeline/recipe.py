@@ -82,7 +82,7 @@ def _stage_classes() -> dict[str, type]:
 class TrainSection:
     """Settings handed to the trainer (plasma_pipeline.train.TrainConfig) for one run; validated at load."""
 
-    # Named model shape (toy, plasma-1.0-235m, 1.2b, 2.4b, 7b) — shared by pretrain and SFT.
+    # Named model shape (toy, plasma-1.0-235m, 1.2b, 2.4b, 5.9b, llama3-8b, 9.3b) — shared by pretrain and SFT.
     settings: dict[str, Any] = field(default_factory=dict)
 
 

@@ -253,12 +253,21 @@ class _SafetensorsLayout:
         self.prefix = len(blob).to_bytes(8, "little") + blob
         self.size = len(self.prefix) + off
 
-    def write(self, fd: int, name: str, t: torch.Tensor) -> None:
+    def write(self, fd: int, name: str, t: torch.Tensor, pool=None, piece: int = 1 << 26) -> list:
+        """pwrite t's bytes at its place (in `piece`-byte parts on pool's threads: page-cache copies in parallel);
+        returns the futures (empty without a pool)."""
         mv = memoryview(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
         pos = len(self.prefix) + self.offsets[name]
-        while mv:
-            n = os.pwrite(fd, mv, pos)
-            mv, pos = mv[n:], pos + n
+
+        def put(part, at):
+            while part:
+                n = os.pwrite(fd, part, at)
+                part, at = part[n:], at + n
+
+        if pool is None:
+            put(mv, pos)
+            return []
+        return [pool.submit(put, mv[o : o + piece], pos + o) for o in range(0, len(mv), piece)]
 
 
 class AsyncSave:
@@ -346,12 +355,12 @@ def _write_units(snap, tmp: Path) -> None:
             os.ftruncate(fd, lay.size)
         for name, t in snap.scalars.items():
             optim.write(fds[1], name, t)
-        with ThreadPoolExecutor(max_workers=3) as pool:
+        with ThreadPoolExecutor(max_workers=8) as pool:
             for ui in range(len(snap.layout)):
                 weights, m, v = snap.take(ui)  # waits for this unit's pending optimizer step
-                jobs = [pool.submit(model.write, fds[0], k, t) for k, t in weights.items()]
-                jobs += [pool.submit(optim.write, fds[1], f"{k}.exp_avg", t) for k, t in m.items()]
-                jobs += [pool.submit(optim.write, fds[1], f"{k}.exp_avg_sq", t) for k, t in v.items()]
+                jobs = [j for k, t in weights.items() for j in model.write(fds[0], k, t, pool)]
+                jobs += [j for k, t in m.items() for j in optim.write(fds[1], f"{k}.exp_avg", t, pool)]
+                jobs += [j for k, t in v.items() for j in optim.write(fds[1], f"{k}.exp_avg_sq", t, pool)]
                 for j in jobs:
                     j.result()
                 snap.release(ui)

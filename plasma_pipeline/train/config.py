@@ -204,6 +204,8 @@ class TrainConfig:
     gpu_memory_gb: float = 0.0
     """Streaming: GPU memory budget in GiB (0 = the whole device). Enforced (set_per_process_memory_fraction);
     the planner picks micro_batch (when 0) and activation placement to fit, or fails before any work."""
+    host_memory_gb: float = 0.0
+    """Streaming: host memory the plan may use, in GiB (0 = 92 % of MemTotal)."""
     grad_ring_slots: int = 3
     """Streaming: pinned host slots (one layer of bf16 each) that gradients pass through on the way to the host
     AdamW; bounds host memory beyond master + moments."""
@@ -246,7 +248,7 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be a finite number > 0, got {v}")
         if self.grad_ring_slots < 1:
             raise ValueError(f"grad_ring_slots: must be >= 1, got {self.grad_ring_slots}")
-        for name in ("weight_decay", "grad_clip", "lock_timeout_s", "gpu_memory_gb"):
+        for name in ("weight_decay", "grad_clip", "lock_timeout_s", "gpu_memory_gb", "host_memory_gb"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name}: must be a finite number >= 0, got {v}")

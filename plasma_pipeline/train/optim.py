@@ -53,40 +53,32 @@ def _fused_adamw_kernel_master(p, g, m, v, decay_mul, scale, one_minus_b1, b2, o
     p.copy_(p_new)
 
 
-_compiled_kernel = None
-_compiled_master_kernel = None
+_compiled: dict[bool, object] = {}  # with a low-precision copy out -> compiled kernel, or False if unavailable
 
 
-def compiled_adamw_available() -> bool:
-    """Compile the one-pass host AdamW kernel (inductor C++/OpenMP); False if this box cannot."""
-    global _compiled_kernel, _compiled_master_kernel
-    if _compiled_kernel is False:
-        return False
-    if _compiled_kernel is None:
+def compiled_adamw_available(work_out: bool = True) -> bool:
+    """Compile the one-pass host AdamW kernel (inductor C++/OpenMP), with or without the low-precision copy
+    out; False if this box cannot."""
+    if work_out not in _compiled:
         try:
-            k = torch.compile(_fused_adamw_kernel, dynamic=True)
+            k = torch.compile(_fused_adamw_kernel if work_out else _fused_adamw_kernel_master, dynamic=True)
             n = 4096
             p, m, v = torch.randn(n), torch.zeros(n), torch.zeros(n)
             g, w = torch.randn(n).bfloat16(), torch.empty(n, dtype=torch.bfloat16)
             sc = [torch.tensor(x) for x in (1.0, 1.0, 0.1, 0.95, 0.05, 1e-3, 0.2, 1e-8)]
-            k(p, g, m, v, w, *sc)
-            k(p[: n - 7], g[: n - 7], m[: n - 7], v[: n - 7], w[: n - 7], *sc)
-            km = torch.compile(_fused_adamw_kernel_master, dynamic=True)
-            km(p, g, m, v, *sc)
-            km(p[: n - 7], g[: n - 7], m[: n - 7], v[: n - 7], *sc)
-            _compiled_master_kernel = km
-            _compiled_kernel = k
+            for r in (n, n - 7):
+                k(p[:r], g[:r], m[:r], v[:r], *([w[:r]] if work_out else []), *sc)
+            _compiled[work_out] = k
         except Exception as e:  # no compiler, unsupported platform: the eager path is always there
             print(f"host AdamW: compiled kernel unavailable ({type(e).__name__}: {e}); using eager", flush=True)
-            _compiled_kernel = False
-            return False
-    return True
+            _compiled[work_out] = False
+    return _compiled[work_out] is not False
 
 
 @torch.no_grad()
 def adamw_flat_compiled_(param, grad, exp_avg, exp_avg_sq, work_out, *, step: int, lr: float, beta1: float,
                          beta2: float, eps: float, weight_decay: float, n_decay: int, grad_scale: float = 1.0) -> None:
-    """Same update as adamw_flat_ in one fused pass (needs compiled_adamw_available()); work_out may be None."""
+    """Same update as adamw_flat_ in one fused pass (needs compiled_adamw_available(work_out is not None))."""
     step_size, bc2_sqrt = _bias_terms(step, lr, beta1, beta2)
     t = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731  (0-d tensors: no recompiles)
     common = [t(grad_scale), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(step_size), t(bc2_sqrt), t(eps)]
@@ -95,9 +87,9 @@ def adamw_flat_compiled_(param, grad, exp_avg, exp_avg_sq, work_out, *, step: in
         if e <= s:
             continue
         if work_out is None:
-            _compiled_master_kernel(param[s:e], grad[s:e], exp_avg[s:e], exp_avg_sq[s:e], t(mul), *common)
+            _compiled[False](param[s:e], grad[s:e], exp_avg[s:e], exp_avg_sq[s:e], t(mul), *common)
         else:
-            _compiled_kernel(param[s:e], grad[s:e], exp_avg[s:e], exp_avg_sq[s:e], work_out[s:e], t(mul), *common)
+            _compiled[True](param[s:e], grad[s:e], exp_avg[s:e], exp_avg_sq[s:e], work_out[s:e], t(mul), *common)
 
 
 def _bias_terms(step: int, lr: float, beta1: float, beta2: float) -> tuple[float, float]:

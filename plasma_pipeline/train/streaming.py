@@ -38,7 +38,7 @@ from plasma_pipeline.train.engine import StepStats, autocast_ctx, split_batch, t
 from plasma_pipeline.train.host_rings import GradPipe, PinnedRing, pinned_empty
 from plasma_pipeline.train.model import embed, init_unit_, make_block_fn, make_head_fn, rope_cos_sin, unit_specs
 from plasma_pipeline.train.optim import adamw_flat_, adamw_flat_compiled_, adamw_undo_flat_, compiled_adamw_available
-from plasma_pipeline.train.plan import STAGE_NUMEL, device_budget, make_plan, ring_slot_numel
+from plasma_pipeline.train.plan import STAGE_NUMEL, device_budget, plan_for, ring_slot_numel
 
 class _Timer:
     """CUDA-event intervals on a stream, summed once the step has synchronised."""
@@ -77,9 +77,7 @@ class StreamingEngine:
         self.specs = unit_specs(mcfg)
         # Plan first: a run that cannot fit fails here, before any allocation.
         budget = device_budget(device, tcfg.gpu_memory_gb)
-        self.plan = make_plan(mcfg, tcfg.batch_size, seq_len or mcfg.max_seq_len, torch.finfo(dtype).bits // 8,
-                              budget, micro_batch=tcfg.micro_batch, activations=tcfg.activations,
-                              ring_slots=tcfg.grad_ring_slots, cuda=self.cuda)
+        self.plan = plan_for(mcfg, tcfg, device, dtype, seq_len or mcfg.max_seq_len)
         if self.cuda and tcfg.gpu_memory_gb > 0:  # the budget is enforced, not only planned for
             total_mem = torch.cuda.get_device_properties(device).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total_mem), device)
@@ -147,7 +145,7 @@ class StreamingEngine:
         self._snap = None  # a checkpoint being written from the host tensors (see snapshot_units)
         self.last_clipped = True  # the first steps of a run usually clip: do not speculate on step 1
         self.speculating = False
-        self.compiled_adam = self.cuda and tcfg.cpu_adam_compile and compiled_adamw_available()
+        self.compiled_adam = self.cuda and tcfg.cpu_adam_compile and compiled_adamw_available(work_out=False)
         self.step = 0
 
     # ------------------------------------------------------------------ accounting
@@ -239,8 +237,8 @@ class StreamingEngine:
     def _offload(self, li: int, xs) -> None:
         """Block li's inputs to pinned host memory (recomputed blocks with boundaries on the host)."""
         rows = sum(x.shape[0] for x in xs)
-        if self.act_host is None:
-            shape = (self.n_rc, self.tcfg.batch_size) + tuple(xs[0].shape[1:])
+        if self.act_host is None:  # sized by the first (largest) pass
+            shape = (self.n_rc, rows) + tuple(xs[0].shape[1:])
             self.act_host = pinned_empty(math.prod(shape), self.dtype, self.cuda).view(shape)
         if rows > self.act_host.shape[1] or tuple(xs[0].shape[1:]) != tuple(self.act_host.shape[2:]):
             raise ValueError(f"batch of {rows}x{tuple(xs[0].shape[1:])} does not match the planned "
@@ -417,28 +415,31 @@ class StreamingEngine:
             xs = outs
         return xs, (cos, sin)
 
-    def train_step(self, batch: Batch, lr: float) -> StepStats:
-        t_start = time.perf_counter()
-        self.adam_wait, self.streamed, self.kept_bytes = 0.0, 0, 0
-        d2h_before = self.pipe.d2h_s
-        mode = self.tcfg.speculative_adam
-        # Speculating on a clipped step costs two extra passes (undo, redo): guess from the last step.
-        self.speculating = mode == "always" or (mode == "auto" and not self.last_clipped)
+    def _accumulate(self, li: int, flat, grads):
+        """Add one chunk's weight gradients of block li into its fp32 flat gradient (allocated on first use)."""
+        spec = self.specs[li + 1]
+        if flat is None:
+            flat = torch.empty(spec.numel, dtype=torch.float32, device=self.device)
+            for view, g in zip(spec.views(flat), grads):
+                view.copy_(g)
+        else:
+            for view, g in zip(spec.views(flat), grads):
+                view.add_(g)
+        return flat
+
+    def _pass(self, chunks, n_targets: int, lr: float, outer_grad, loss_total, sqnorm, acc, final: bool) -> None:
+        """Forward, head and backward of one pass over `chunks`; on the final pass each unit's gradient (summed
+        over passes in acc) is counted into the norm and handed to _grad_out."""
         cfg, dt, dev = self.cfg, self.dtype, self.device
-        n_targets = max(1, batch.n_targets)
-        chunks = to_device(split_batch(batch, self.micro), dev)
         last, (cos, sin) = self._forward(chunks, train=True)
 
         # Head: loss and gradients w.r.t. the last boundary and the outer weights.
         spec0 = self.specs[0]
-        outer_grad = torch.zeros(spec0.numel, dtype=torch.float32, device=dev)
         og = spec0.views(outer_grad)
         views, emb_w, head_w, norm_w = self._outer_views()
         head_leaf = head_w.detach().requires_grad_()
         norm_leaf = norm_w.detach().requires_grad_()
         head_gi = 0 if cfg.tie_embeddings else 1
-        loss_total = torch.zeros((), dtype=torch.float32, device=dev)
-        sqnorm = torch.zeros((), dtype=torch.float32, device=dev)
         gys = []
         tok = self.timer.start("compute")
         for x, (_, tgt, mask) in zip(last, chunks):
@@ -461,7 +462,7 @@ class StreamingEngine:
             self._compute_wait(ready)
             entry = self.saved[li]
             tok = self.timer.start("compute")
-            flat = None
+            flat = acc[li + 1]
             if entry[0] == "keep":
                 _, leaves, pairs = entry
                 self._cur_buf = li % 2
@@ -469,8 +470,7 @@ class StreamingEngine:
                     for c, (xi, y) in enumerate(pairs):
                         grads = torch.autograd.grad(y, [xi] + leaves, gys[c])
                         gys[c] = grads[0]
-                        g = torch.cat([t.reshape(-1).float() for t in grads[1:]])
-                        flat = g if flat is None else flat.add_(g)
+                        flat = self._accumulate(li, flat, grads[1:])
                 del pairs
             else:
                 leaves = [v.detach().requires_grad_() for v in self._layer_views(li)]
@@ -481,16 +481,20 @@ class StreamingEngine:
                         y = self.block_fn(xi, cos, sin, *leaves)
                     grads = torch.autograd.grad(y, [xi] + leaves, gys[c])
                     gys[c] = grads[0]
-                    g = torch.cat([t.reshape(-1).float() for t in grads[1:]])
-                    flat = g if flat is None else flat.add_(g)
+                    flat = self._accumulate(li, flat, grads[1:])
                 del xs
             self.saved[li] = None
-            sqnorm += flat.pow(2).sum()
+            if final:
+                sqnorm += flat.pow(2).sum()
             self.timer.stop(tok)
             self._mark_buffer_used(li)
             if li > 0:
                 self._layer_buffer(li - 1)  # prefetch into the buffer freed by layer li + 1
-            self._grad_out(li + 1, flat, lr)
+            if final:
+                acc[li + 1] = None
+                self._grad_out(li + 1, flat, lr)
+            else:
+                acc[li + 1] = flat
             del flat, leaves, entry
 
         # Embedding backward (tied: accumulates onto the head's gradient).
@@ -501,10 +505,31 @@ class StreamingEngine:
                 e = embed(ids, emb_leaf, dt)
             (ge,) = torch.autograd.grad(e, [emb_leaf], gy)
             og[0].add_(ge)
-        sqnorm += outer_grad.pow(2).sum()
+        if final:
+            sqnorm += outer_grad.pow(2).sum()
         self.timer.stop(tok)
-        self._grad_out(0, outer_grad, lr)
-        del gys, outer_grad, og
+        if final:
+            self._grad_out(0, outer_grad, lr)
+
+    def train_step(self, batch: Batch, lr: float) -> StepStats:
+        t_start = time.perf_counter()
+        self.adam_wait, self.streamed, self.kept_bytes = 0.0, 0, 0
+        d2h_before = self.pipe.d2h_s
+        mode = self.tcfg.speculative_adam
+        # Speculating on a clipped step costs two extra passes (undo, redo): guess from the last step.
+        self.speculating = mode == "always" or (mode == "auto" and not self.last_clipped)
+        dev = self.device
+        n_targets = max(1, batch.n_targets)
+        chunks = to_device(split_batch(batch, self.micro), dev)
+        per = -(-len(chunks) // self.plan.passes)
+        groups = [chunks[i : i + per] for i in range(0, len(chunks), per)]
+        outer_grad = torch.zeros(self.specs[0].numel, dtype=torch.float32, device=dev)
+        loss_total = torch.zeros((), dtype=torch.float32, device=dev)
+        sqnorm = torch.zeros((), dtype=torch.float32, device=dev)
+        acc: list = [None] * len(self.specs)  # fp32 gradient sums over passes (multi-pass plans)
+        for gi, group in enumerate(groups):
+            self._pass(group, n_targets, lr, outer_grad, loss_total, sqnorm, acc, gi == len(groups) - 1)
+        del acc, outer_grad, chunks, groups
 
         norm = math.sqrt(float(sqnorm.item()))  # synchronises the compute stream
         loss_v = float(loss_total.item())

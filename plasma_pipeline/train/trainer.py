@@ -49,11 +49,9 @@ def build_engine(cfg: TrainConfig, mcfg: ModelConfig, device, dtype, weights=Non
 
 def plan_streaming(cfg: TrainConfig, mcfg: ModelConfig, device, dtype, seq_len: int):
     """The streaming engine's memory plan for this run, without building anything (PlanError if it cannot fit)."""
-    from plasma_pipeline.train.plan import device_budget, make_plan
+    from plasma_pipeline.train.plan import plan_for
 
-    return make_plan(mcfg, cfg.batch_size, seq_len, torch.finfo(dtype).bits // 8,
-                     device_budget(device, cfg.gpu_memory_gb), micro_batch=cfg.micro_batch,
-                     activations=cfg.activations, ring_slots=cfg.grad_ring_slots, cuda=device.type == "cuda")
+    return plan_for(mcfg, cfg, device, dtype, seq_len)
 
 
 class _SigtermFlag:

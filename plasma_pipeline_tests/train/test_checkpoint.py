@@ -81,3 +81,43 @@ def test_init_from_final(tmp_path, shards, sft_shards):
     assert s["step"] == 3
     fresh = train(cfg(sft_shards, tmp_path / "fresh", "streaming", steps=3))
     assert s["final_loss"] != fresh["final_loss"]
+
+
+def test_background_save_is_the_state_at_its_step(shards, tmp_path):
+    """A checkpoint written from the streaming engine's host memory while it keeps training holds exactly the
+    state at the step it was asked for, loads with safetensors and passes the hash check."""
+    import torch
+
+    from plasma_pipeline.train import checkpoint as ck
+    from plasma_pipeline.train.config import TrainConfig
+    from plasma_pipeline.train.data import TokenLoader
+    from plasma_pipeline.train.streaming import StreamingEngine
+
+    cfg = TrainConfig(model="toy", data_dir=str(shards), batch_size=4, lr=3e-3, warmup=0, engine="streaming",
+                      device="cpu", speculative_adam="always")
+
+    def engine_after(steps):
+        e = StreamingEngine(cfg.model_config(), cfg, torch.device("cpu"), torch.float32, seq_len=32)
+        ld = TokenLoader(shards, 4, 0)
+        for _ in range(steps):
+            e.train_step(ld.next_batch(), 1e-3)
+        return e, ld
+
+    e, ld = engine_after(2)
+    handle = ck.save_checkpoint_async(tmp_path, e.step, e, {"step": e.step}, cfg.model_config().to_dict(), 2)
+    for _ in range(2):  # training goes on while the writer runs
+        e.train_step(ld.next_batch(), 1e-3)
+    path = handle.result()
+    assert ck.verify_checkpoint(path) is None
+    weights, optim, state = ck.load_checkpoint(path)
+    ref, _ = engine_after(2)
+    assert state["step"] == 2 and int(optim["step"]) == 2
+    want_w, want_o = ref.state_dict(), ref.optimizer_state_dict()
+    assert weights.keys() == want_w.keys() and optim.keys() == want_o.keys()
+    for k in want_w:
+        assert torch.equal(weights[k], want_w[k]), k
+    for k in want_o:
+        assert torch.equal(optim[k], want_o[k]), k
+    assert not torch.equal(weights["model.norm.weight"], e.state_dict()["model.norm.weight"])  # e moved on
+    e.close()
+    ref.close()

@@ -13,7 +13,9 @@ EXPECTED_PARAMS = {
     "plasma-1.0-235m": 235_705_344,
     "1.2b": 1_213_302_784,
     "2.4b": 2_366_016_000,
-    "7b": 5_933_109_248,
+    "5.9b": 5_933_109_248,
+    "llama3-8b": 8_030_261_248,  # Meta-Llama-3-8B's count
+    "9.3b": 9_338_933_248,
 }
 
 
@@ -30,8 +32,11 @@ def test_plasma_1_shape():
     c = MODEL_CONFIGS["plasma-1.0-235m"]
     assert (c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_dim, c.max_seq_len, c.vocab_size) == (
         1024, 18, 16, 4, 2816, 1024, 32000)
-    s = MODEL_CONFIGS["7b"]
+    s = MODEL_CONFIGS["5.9b"]
     assert (s.dim, s.n_layers, s.n_heads, s.n_kv_heads, s.ffn_dim) == (4096, 32, 32, 8, 11008)
+    s = MODEL_CONFIGS["llama3-8b"]
+    assert (s.vocab_size, s.dim, s.n_layers, s.n_heads, s.n_kv_heads, s.ffn_dim, s.rope_theta, s.tie_embeddings) == (
+        128256, 4096, 32, 32, 8, 14336, 500000.0, False)
 
 
 def test_overrides_and_validation():

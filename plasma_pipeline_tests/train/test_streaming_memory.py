@@ -26,19 +26,37 @@ def run(data_dir, **kw):
     return e, stats, w
 
 
+def budget_gb(pred, **kw) -> float:
+    """The smallest GPU budget (GiB) under which the toy run's plan satisfies pred."""
+    cfg = model_config("toy", n_layers=4)
+    for b in range(1_000_000, 40_000_000, 50_000):
+        try:
+            if pred(make_plan(cfg, 8, 32, 4, b, micro_batch=3, cuda=False, compiled=False, **kw)):
+                return b / GiB
+        except PlanError:
+            pass
+    raise AssertionError("no such budget")
+
+
 @pytest.mark.parametrize("kw", [
     {"activations": "recompute"},
     {"activations": "offload", "grad_ring_slots": 1},  # boundaries through pinned host memory, a one-slot ring
-    {"gpu_memory_gb": 7.0e6 / 2**30},  # a budget that keeps two of the four blocks
-    {"gpu_memory_gb": 3.0e6 / 2**30},  # ... that keeps none and moves the gradient stash to the host
+    "partial",  # a budget that keeps some of the four blocks and recomputes the others
+    "host_stash",  # ... that keeps none, offloads, and moves the gradient stash to the host
 ])
 def test_no_recompute_equals_recompute(shards, kw):
     """Keeping the graph (weights swapped out of it by saved-tensor hooks) is bit-for-bit the recompute path."""
+    if kw == "partial":
+        kw = {"gpu_memory_gb": budget_gb(lambda p: 0 < p.n_keep < 4)}
+    elif kw == "host_stash":
+        kw = {"gpu_memory_gb": budget_gb(lambda p: p.grad_stash == "host")}
     keep, ks, kw_ = run(shards, activations="keep")
     other, os_, ow = run(shards, **kw)
     assert keep.plan.n_keep == 4 and other.plan.n_keep < 4
-    if kw.get("gpu_memory_gb", 1) < 4e-3:
-        assert other.plan.grad_stash == "host" and other.hstash is not None
+    if other.plan.grad_stash == "host":
+        assert other.hstash is not None and other.act_host is not None
+    elif "gpu_memory_gb" in kw:
+        assert 0 < other.plan.n_keep < 4
     assert [s.loss for s in ks] == [s.loss for s in os_]
     for k in kw_:
         assert torch.equal(kw_[k], ow[k]), k
@@ -70,7 +88,7 @@ def test_plan_math_and_choices():
     assert tighter.grad_stash == "host" and tighter.host_bytes > 12 * n  # the stash moved to the host
     forced = make_plan(cfg, 32, 1024, 2, None, activations="offload", micro_batch=4)
     assert (forced.n_keep, forced.boundaries, forced.micro_batch) == (0, "host", 4)
-    assert forced.host_bytes - free.host_bytes == cfg.n_layers * 32 * 1024 * cfg.dim * 2
+    assert forced.host_bytes - free.host_bytes == cfg.n_layers * (32 // forced.passes) * 1024 * cfg.dim * 2
     assert "expected step" in tight.summary() and "GiB" in tight.summary()
 
 
@@ -84,3 +102,14 @@ def test_plan_that_cannot_fit_fails_before_any_work(shards, monkeypatch):
     with pytest.raises(PlanError, match="gpu_memory_gb: toy"):
         StreamingEngine(cfg.model_config(), cfg, torch.device("cpu"), torch.float32, seq_len=32)
     assert not allocated
+
+
+def test_passes_sum_gradients_like_one_pass(shards):
+    """A keep-everything plan that only fits by splitting the batch into passes trains like one pass."""
+    one, s1, w1 = run(shards, activations="keep")
+    three, s3, w3 = run(shards, activations="keep", gpu_memory_gb=budget_gb(lambda p: True, activations="keep"))
+    assert (one.plan.passes, three.plan.passes, three.plan.n_keep) == (1, 3, 4)
+    for a, b in zip(s1, s3):
+        assert abs(a.loss - b.loss) <= 1e-6 * abs(a.loss)
+    for k in w1:
+        torch.testing.assert_close(w1[k], w3[k], atol=1e-6, rtol=1e-5, msg=k)
