@@ -13,13 +13,14 @@ Layout under the root, as on a local disk:
                                      all, stay on the host that trains); one listing finds them all
 
 Publishing: the writer fills a local temp folder exactly like the local store (so stages, worker processes and
-the trainer keep writing plain files), seals it (hashes, manifest), then takes a read lease on its version id
-(gc leaves an upload in progress alone), uploads the files, then the manifest (`If-None-Match: *`: a published
-manifest is never rewritten), then under the writer lock checks every file is there with its size, appends the
-publish event to history.jsonl by compare-and-swap (a writer whose lock was taken over fails here instead of
-publishing) and writes CURRENT last. Readers trust only versions that history lists as live or CURRENT names, so
-a writer killed anywhere before that leaves objects no reader looks at; once its lease expires, the next publish
-of the asset or `plasma gc` deletes them (manifest first).
+the trainer keep writing plain files) and seals it (hashes, manifest). Then, under the writer lock: a version
+already live is a no-op (its manifest is never rewritten; missing or rotted files are put back from this
+identical copy); otherwise it uploads the files, then the manifest, then appends the publish event to
+history.jsonl by compare-and-swap (a writer whose lock was taken over fails here instead of publishing) and
+writes CURRENT last, by compare-and-swap too. Readers trust only versions that history lists as live or CURRENT
+names, so a writer killed anywhere before that leaves objects no reader looks at; the next writer gets the lock
+once the dead one's expires (one TTL), and the next publish of the asset or `plasma gc` deletes those objects
+(manifest first).
 
 Reading: a version is downloaded once into a local cache (`store.cache_dir`, default
 ~/.cache/plasma-pipeline/store/<hash of the root>), every file checked against the manifest hash, the manifest
@@ -268,29 +269,32 @@ class ObjectVersionWriter(VersionWriter):
         rel = store.rel(self.asset)
         version, manifest = self._seal()
         vrel = store.version_rel(self.asset, version)
-        with ObjectLease(remote, rel, version, store.cfg.lease_ttl_s):
-            if version in store.versions(self.asset):
+        # Uploads happen under the writer lock (renewed by its heartbeat however long they take): no two writers
+        # of one asset upload at once, so files of one version id never mix two writers' annex files, and
+        # retention, which holds the same lock, never deletes an upload in progress.
+        with store.lock(self.asset) as lock:
+            events, text, etag = store.history(self.asset)
+            if version in history_order(events):
+                # Identical content is already published: a no-op that returns it (its manifest never rewritten);
+                # stored files that rotted or went missing are put back from this identical copy.
                 manifest, self.reused = store.manifest(self.asset, version), True
+                self.repaired = self._repair(vrel, manifest)
             else:
+                # Objects already under versions/<id>/ are a dead writer's: unpublished, so overwritten.
                 for entry in manifest["shards"] + manifest["files"]:
                     remote.upload(self.tmp / entry["path"], f"{vrel}/{entry['path']}")
-                mine = (self.tmp / MANIFEST).read_bytes()
-                if remote.put_if(f"{vrel}/{MANIFEST}", mine, None) is None:
-                    # Same id, so same content: left by a killed writer or a concurrent one. Keep its manifest.
-                    manifest = store.manifest(self.asset, version)
-            with store.lock(self.asset) as lock:
-                self.repaired = self._repair(vrel, manifest)
-                events, text, etag = store.history(self.asset)
-                self.reused = self.reused or version in history_order(events)
-                line = json.dumps({"event": "publish", "version": version, "at": time.time()}) + "\n"
                 lock.check()
-                if remote.put_if(f"{rel}/history.jsonl", (text or b"") + line.encode(), etag) is None:
-                    raise LockLost(f"{remote.url_of(rel)}/history.jsonl changed while this writer held the lock")
-                remote.put(f"{ASSETS}/{quote(self.asset, safe='')}", b"")  # idempotent: gc's list of assets
-                _, cur_tag = remote.get_tagged(f"{rel}/CURRENT")
-                if remote.put_if(f"{rel}/CURRENT", (version + "\n").encode(), cur_tag) is None:
-                    raise LockLost(f"{remote.url_of(rel)}/CURRENT changed while this writer held the lock")
-                retain_objects(store, self.asset)
+                remote.put(f"{vrel}/{MANIFEST}", (self.tmp / MANIFEST).read_bytes())
+                store._manifests[self.asset, version] = manifest
+            line = json.dumps({"event": "publish", "version": version, "at": time.time()}) + "\n"
+            lock.check()
+            if remote.put_if(f"{rel}/history.jsonl", (text or b"") + line.encode(), etag) is None:
+                raise LockLost(f"{remote.url_of(rel)}/history.jsonl changed while this writer held the lock")
+            remote.put(f"{ASSETS}/{quote(self.asset, safe='')}", b"")  # idempotent: gc's list of assets
+            _, cur_tag = remote.get_tagged(f"{rel}/CURRENT")
+            if remote.put_if(f"{rel}/CURRENT", (version + "\n").encode(), cur_tag) is None:
+                raise LockLost(f"{remote.url_of(rel)}/CURRENT changed while this writer held the lock")
+            retain_objects(store, self.asset)
         # This writer's copy becomes the host's local copy of the version: whole when the stored manifest is
         # ours, else file by file where the hashes match (a reused version's counters differ, not its data).
         dest = store._cached(self.asset, version)
@@ -306,8 +310,6 @@ class ObjectVersionWriter(VersionWriter):
     def _repair(self, vrel: str, manifest: dict[str, Any]) -> list[str]:
         """Put back, from this writer's identical copy, stored files that are missing or of the wrong size."""
         stored = self.store.remote.sizes(vrel)
-        if MANIFEST not in stored:  # a gc that ran before our lease deleted the manifest we adopted
-            self.store.remote.put_if(f"{vrel}/{MANIFEST}", json.dumps(manifest, indent=1, default=str).encode(), None)
         repaired = []
         for entry in manifest["shards"] + manifest.get("files", []):
             if stored.get(entry["path"]) == entry["bytes"]:
@@ -326,7 +328,7 @@ class ObjectVersionWriter(VersionWriter):
 
 def pins_objects(store: ObjectShardStore, asset: str, work: dict | None = None) -> dict[str, str]:
     """{version id of `asset`: why it must be kept}: inputs of live versions of any asset, unpublished trainer
-    work dirs, unexpired read leases (uploads in progress hold one too)."""
+    work dirs, unexpired read leases."""
     out: dict[str, str] = {}
     work = store.work_pins() if work is None else work
     for other in store.assets():
@@ -363,7 +365,7 @@ def retain_objects(store: ObjectShardStore, asset: str, dry_run: bool = False) -
         if vid in order:
             plan.append(Removal("version", url, f"beyond keep_versions={store.cfg.keep_versions}, not pinned"))
         else:
-            plan.append(Removal("leftover", url, "never published (a writer that died), no lease"))
+            plan.append(Removal("leftover", url, "never published (a writer that died)"))
     gone = {r.path.rsplit("/", 1)[-1] for r in plan if r.kind == "version"}
     live_after = {v for v in order if v not in gone}
     for key, pins in work.get(asset, {}).items():
