@@ -3,6 +3,7 @@
     plasma chat     [--model DIR] [--system TEXT] [sampling flags]    REPL; /reset clears history, /quit exits
     plasma generate "PROMPT" [--base] [--model DIR] [sampling flags]  one-shot chat reply; --base continues text
     plasma export   --hf OUT [--model DIR | --asset chat_model]       LlamaForCausalLM folder for transformers
+    plasma export   --gguf FILE [--model DIR | --asset chat_model]    one GGUF file for llama.cpp / Ollama
 
 Sampling flags: --max-new-tokens N --temperature T (0 = greedy) --top-p P --seed S --device auto|cpu|cuda.
 Without --model, the model is the current published version of `chat_model` (chat, generate, export) or
@@ -178,18 +179,33 @@ def cmd_generate(argv: list[str]) -> int:
 
 
 def cmd_export(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="plasma export", description="Export a model for transformers' LlamaForCausalLM.",
-                                epilog="example: plasma export --hf out/hf-model --asset chat_model --dtype bfloat16")
-    p.add_argument("--hf", required=True, metavar="DIR", help="output folder")
+    p = argparse.ArgumentParser(prog="plasma export", description="Export a model for transformers' LlamaForCausalLM "
+                                "(--hf DIR) or for llama.cpp-based tools such as llama.cpp and Ollama (--gguf FILE).",
+                                epilog="examples: plasma export --hf out/hf-model --asset chat_model --dtype bfloat16 | "
+                                       "plasma export --gguf out/chat.gguf")
+    p.add_argument("--hf", metavar="DIR", help="output folder (LlamaForCausalLM layout)")
+    p.add_argument("--gguf", metavar="FILE", help="output GGUF file (llama architecture, tokenizer and chat template)")
     p.add_argument("--model", help="model directory (default: current version of --asset)")
     p.add_argument("--asset", default="chat_model", choices=["chat_model", "base_model"], help="default chat_model")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="saved weight dtype")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="saved weight dtype (default float32 for --hf, float16 for --gguf, which has no bfloat16)")
     args = p.parse_args(argv)
-    from plasma_pipeline.infer.export_hf import export_hf
+    if not args.hf and not args.gguf:
+        p.error("give --hf DIR or --gguf FILE (or both)")
+    if args.gguf and args.dtype == "bfloat16":
+        p.error("--gguf writes float32 or float16 weights, not bfloat16")
+    # resolve_model verified the version against its manifest; the exporters need not hash it a second time
+    model = resolve_model(args.model, args.asset)
+    if args.hf:
+        from plasma_pipeline.infer.export_hf import export_hf
 
-    # resolve_model verified the version against its manifest; export_hf need not hash it a second time
-    out = export_hf(resolve_model(args.model, args.asset), args.hf, dtype=args.dtype, verify=False)
-    print(f"exported to {out}: " + ", ".join(sorted(f.name for f in out.iterdir())))
+        out = export_hf(model, args.hf, dtype=args.dtype or "float32", verify=False)
+        print(f"exported to {out}: " + ", ".join(sorted(f.name for f in out.iterdir())))
+    if args.gguf:
+        from plasma_pipeline.infer.export_gguf import export_gguf
+
+        out = export_gguf(model, args.gguf, dtype=args.dtype or "float16", verify=False)
+        print(f"exported to {out} ({out.stat().st_size / 1e6:.1f} MB GGUF; e.g. llama-cli -m {out})")
     return 0
 
 
