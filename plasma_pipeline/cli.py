@@ -153,8 +153,8 @@ DEMO_RUN_CONFIG = '{"loggers": {"console": {"config": {"log_level": "INFO"}}}}'
 
 
 class DemoLog:
-    """The demo's console: Dagster's log lines shortened to `HH:MM:SS step  message`, its preview / beta /
-    supersession warnings (and the source line Python prints under each) dropped. Everything is still in the run's
+    """The demo's console: Dagster's log lines shortened to `HH:MM:SS step  message`, its DEBUG lines and its
+    preview / beta / supersession warnings (and the source line Python prints under each) dropped. Everything is still in the run's
     log in the instance, and each training step's record in the model's metrics.jsonl."""
 
     import re as _re
@@ -180,6 +180,8 @@ class DemoLog:
                     yield line
                 continue
             clock, level, step, msg = m.groups()
+            if level == "DEBUG":  # executor bookkeeping (step worker started, ...): in the run's log, not here
+                continue
             step = (step or "").replace("__", "/")
             if step and msg.startswith(step + ": "):
                 msg = msg[len(step) + 2:]

@@ -23,6 +23,8 @@ def test_demo_log_shortens_dagster_lines_and_drops_preview_warnings():
     raw = [
         "/x/click/core.py:911: SupersessionWarning: Function `asset_materialize_command` is superseded.\n",
         "  return callback(*args, **kwargs)\n",
+        f"2026-12-01 16:25:32 +0000 - dagster - DEBUG - __ASSET_JOB - {run} - 8924 - raw__code - STEP_WORKER_STARTED"
+        " - Executing step \"raw__code\" in subprocess.\n",
         f"2026-12-01 16:25:33 +0000 - dagster - INFO - __ASSET_JOB - {run} - raw__code - raw/code: 39 documents\n",
         "/x/pipes/context.py:104: PreviewWarning: Function `PipesMessageReader.expected_writer_count` is in preview\n",
         "  self._expected_writers = message_reader.expected_writer_count\n",
