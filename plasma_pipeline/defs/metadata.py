@@ -232,16 +232,33 @@ def model_val(model_dir: Path, shards_dir: Path, cfg) -> dict[str, Any]:
     return {"domains": domains, "overall": pooled(domains)}
 
 
+CPU_VAL_MAX_PARAMS = 300_000_000  # above this, scoring val on the CPU of an orchestrator pod takes too long
+
+
+def _too_big_for_this_host(model_dir: Path) -> bool:
+    """Training may have run elsewhere (a Dask GPU worker); this step's process scores val only where it is cheap."""
+    import torch
+
+    from plasma_pipeline.infer.export_hf import _read_model_config
+
+    return not torch.cuda.is_available() and _read_model_config(model_dir).num_params() > CPU_VAL_MAX_PARAMS
+
+
 def model_result_metadata(model_dir: Path, label: str, shards_dir: Path, eval_cfg, trainer_meta: dict,
                           log=None) -> dict[str, Any]:
     """Everything a model page shows, from its published folder: model_metadata plus the trainer's summary as one
     JSON entry (its numbers are constant per run and would only clutter the Plots tab)."""
-    try:
-        val = model_val(model_dir, shards_dir, eval_cfg)
-    except (FileNotFoundError, ValueError) as e:  # no val split: the page says so instead of failing the step
+    val = None
+    if _too_big_for_this_host(model_dir):
         if log:
-            log(f"no val bits-per-byte for {label}: {e}")
-        val = None
+            log(f"{label}: no GPU in this step's process and a model this size; val bits-per-byte is left to the "
+                f"evaluation")
+    else:
+        try:
+            val = model_val(model_dir, shards_dir, eval_cfg)
+        except (FileNotFoundError, ValueError) as e:  # no val split: the page says so instead of failing the step
+            if log:
+                log(f"no val bits-per-byte for {label}: {e}")
     md = model_metadata(model_dir, label, val)
     summary = {k: getattr(v, "value", v) for k, v in trainer_meta.items()}
     if summary:

@@ -109,3 +109,23 @@ def test_versions_and_lineage(materialized):
     lines = lineage_lines(store, "clean/dialog", clean_id, instance, defs.resolve_asset_graph())
     assert lines[0].startswith(f"clean/dialog@{clean_id}") and "recipe slice sources.dialog.clean @ " in lines[0]
     assert lines[1].startswith(f"└─ raw/dialog@{raw_id}") and "a raw source" in lines[1]
+
+
+def test_a_big_model_is_not_scored_on_a_cpu_only_step(tmp_path):
+    import json
+
+    import torch
+
+    from plasma_pipeline.defs.metadata import _too_big_for_this_host
+    from plasma_pipeline.train.config import ModelConfig
+
+    def model_dir(name, **shape):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(ModelConfig(name=name, **shape).to_dict()))
+        return d
+
+    big = model_dir("big", vocab_size=32000, dim=2048, n_layers=24, n_heads=16, n_kv_heads=8, ffn_dim=8192)
+    small = model_dir("small", vocab_size=700, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128)
+    assert _too_big_for_this_host(big) == (not torch.cuda.is_available())
+    assert not _too_big_for_this_host(small)
