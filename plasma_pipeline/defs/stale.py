@@ -62,14 +62,18 @@ def _with_model_followers(graph: AssetGraph, keys: list[dg.AssetKey], include_tr
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def stale_keys(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple[dg.AssetKey, str]]:
+def _resolver(instance: dg.DagsterInstance, defs: dg.Definitions) -> tuple[AssetGraph, CachingStaleStatusResolver]:
     graph: AssetGraph = defs.resolve_asset_graph()
     view = AssetGraphView(
         temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
         instance=instance,
         asset_graph=graph,
     )
-    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    return graph, CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+
+
+def stale_keys(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple[dg.AssetKey, str]]:
+    graph, resolver = _resolver(instance, defs)
     out = []
     for key in graph.toposorted_asset_keys:
         if not graph.get(key).is_materializable:
@@ -168,13 +172,7 @@ def stale_plan(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[dict]
     parent version changed) and everything downstream of them (`why`: the parents in the plan it reads). Each item:
     {key, state ("stale" | "missing" | "follows"), why, training (bool)}. Training assets are listed too; whether they
     run is the caller's choice."""
-    graph: AssetGraph = defs.resolve_asset_graph()
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance,
-        asset_graph=graph,
-    )
-    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    graph, resolver = _resolver(instance, defs)
     plan: dict[dg.AssetKey, dict] = {}
     for key in graph.toposorted_asset_keys:
         if not graph.get(key).is_materializable:
