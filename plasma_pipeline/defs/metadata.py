@@ -92,7 +92,7 @@ def drops_png(asset: str, stats: dict[str, int]) -> bytes | None:
 
 
 def _cell(v: Any, n: int) -> str:
-    s = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+    s = json.dumps(v) if isinstance(v, (dict, list)) else f"{v:.3g}" if isinstance(v, float) else str(v)
     s = s.replace("\r", "").replace("\n", " ⏎ ").replace("|", "\\|").strip()
     return s[:n] + ("…" if len(s) > n else "")
 
