@@ -167,5 +167,8 @@ def _write_tokenizer_json(out: Path) -> None:
         from transformers import LlamaTokenizer
     except ImportError:
         return
+    from plasma_pipeline.tokenizer.model_proto import model_pb2
+
+    model_pb2()  # registers sentencepiece_model_pb2 under any protobuf runtime before transformers imports it
     t = LlamaTokenizer.from_pretrained(str(out))
     t.backend_tokenizer.save(str(out / "tokenizer.json"))
