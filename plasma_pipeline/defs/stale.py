@@ -6,14 +6,18 @@ whose rerun yields identical bytes publishes the same data version, so its child
 """
 
 
+import contextlib
 import re
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 import dagster as dg
 from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
 from dagster._time import get_current_datetime
+
+from plasma_pipeline import progress
 
 # Training is never started by a data change alone unless asked for (GPU hours are not "stale cleanup").
 TRAINING_KEYS = {dg.AssetKey("base_model"), dg.AssetKey("chat_model")}
@@ -26,11 +30,46 @@ class MaterializationFailed(RuntimeError):
     """A step failed, or an ERROR-severity asset check did not pass; the message names them."""
 
 
+@contextlib.contextmanager
+def _assets_bar(instance: dg.DagsterInstance, total: int) -> Iterator[None]:
+    """A tqdm bar of assets materialized in the run this process is about to start (on a terminal only). The run
+    executes in this thread, so a poller counts its materialization events from the instance."""
+    if not progress.enabled():
+        yield
+        return
+    started, stop = get_current_datetime(), threading.Event()
+
+    def poll() -> None:
+        run_id = None
+        with progress.terminal_bar(total, "assets", unit="assets") as bar:
+            finished = False
+            while not finished:
+                finished = stop.wait(1.0)  # one more count after the run ends, so the bar shows the last asset
+                if run_id is None:
+                    recs = instance.get_run_records(limit=1)
+                    if recs and recs[0].create_timestamp >= started:
+                        run_id = recs[0].dagster_run.run_id
+                if run_id is not None:
+                    done = len(instance.get_records_for_run(
+                        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, limit=total + 1).records)
+                    bar.update(done - bar.n)
+
+    thread = threading.Thread(target=poll, name="assets-bar", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def run_selection(job, instance: dg.DagsterInstance, keys, run_config=None):
     """Execute `keys` in one run; raise MaterializationFailed naming failed steps and failed checks."""
-    result = job.execute_in_process(
-        instance=instance, asset_selection=keys, raise_on_error=False, run_config=run_config or RUN_CONFIG
-    )
+    total = len(keys) if keys is not None else len(job.asset_layer.selected_asset_keys)
+    with _assets_bar(instance, total):
+        result = job.execute_in_process(
+            instance=instance, asset_selection=keys, raise_on_error=False, run_config=run_config or RUN_CONFIG
+        )
     problems = []
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.is_step_failure]

@@ -129,3 +129,14 @@ def test_a_big_model_is_not_scored_on_a_cpu_only_step(tmp_path):
     small = model_dir("small", vocab_size=700, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128)
     assert _too_big_for_this_host(big) == (not torch.cuda.is_available())
     assert not _too_big_for_this_host(small)
+
+
+def test_materialize_shows_a_bar_of_assets_done(tiny_recipe, monkeypatch, capsys):
+    from plasma_pipeline.defs.stale import run_selection
+
+    monkeypatch.setenv("PLASMA_PROGRESS", "1")
+    defs = build_defs(load_recipe(tiny_recipe))
+    with dg.instance_for_test() as instance:
+        run_selection(defs.resolve_implicit_global_asset_job_def(), instance, [RAW, CLEAN])
+    bar = capsys.readouterr().err
+    assert "assets:" in bar and bar.rstrip().endswith("]") and "100%" in bar and "2.00/2.00" in bar  # counted from the run's own materialization events
