@@ -312,6 +312,8 @@ def worker_twins(spec: dict) -> dict:
         ("offload_ring1", "streaming", 1.0, {"activations": "offload", "grad_ring_slots": 1}),
         ("budget_host_stash", "streaming", 0.05, {"gpu_memory_gb": budget, "speculative_adam": "always"}),
     ]
+    if spec.get("subset"):
+        variants = [v for v in variants if f"{v[0]}_clip{v[2]}" in spec["subset"]]
     result = {"kind": "twins", "steps": steps, "dtype": str(dtype), "model": overrides, "budget_gb": budget}
     losses, weights = {}, {}
     for name, eng, clip, extra in variants:
@@ -436,6 +438,7 @@ def main() -> int:
     ap.add_argument("--skip", default="", help="comma list of group:variant to leave out, e.g. 1.2b:resident")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--twins", default="", help="comma list of twin variants to run (name_clipX), default all")
     ap.add_argument("--budget-s", type=int, default=3600, help="skip variants that would start after this")
     args = ap.parse_args()
     if args.worker:
@@ -459,7 +462,8 @@ def main() -> int:
         if not args.quick:
             record(run_variant({"kind": "adam"}, 150))
     if not only or "twins" in only:
-        record(run_variant({"kind": "twins", "steps": 8 if args.quick else 50}, 400))
+        record(run_variant({"kind": "twins", "steps": 8 if args.quick else 50,
+                            "subset": [s for s in args.twins.split(",") if s]}, 400))
     plan = QUICK_PLAN if args.quick else PLAN
     groups = only or [g for g in dict.fromkeys(p[0] for p in plan) if g in DEFAULT_GROUPS]
     for want in groups:

@@ -187,6 +187,9 @@ class TrainConfig:
     """Directory with model.safetensors (a final/ or checkpoint dir) to start from, e.g. for SFT."""
     save_every: int = 0
     """Checkpoint every N steps (0 = only at the end / on SIGTERM)."""
+    checkpoint_background: bool = False
+    """Streaming: write periodic (save_every) checkpoints on a thread straight from host memory while training
+    goes on (final, halt and SIGTERM saves wait for it and are written in the foreground)."""
     keep_last: int = 2
     """Checkpoints kept on disk; older ones are deleted after a successful save."""
     eval_every: int = 0

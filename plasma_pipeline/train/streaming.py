@@ -80,15 +80,17 @@ class StreamingEngine:
         self.plan = plan_for(mcfg, tcfg, device, dtype, seq_len or mcfg.max_seq_len)
         if self.cuda and tcfg.gpu_memory_gb > 0:  # the budget is enforced, not only planned for
             total_mem = torch.cuda.get_device_properties(device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total_mem), device)
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total_mem), index)
         self.micro = self.plan.micro_batch
         self.n_rc = self.plan.recompute_layers  # blocks [0, n_rc) recompute; [n_rc, L) keep their graph
         self.block_fn = make_block_fn(mcfg, tcfg.compile and self.cuda)
         self.head_fn = make_head_fn(tcfg.compile and self.cuda)
         if tcfg.cpu_adam_threads > 0:
             torch.set_num_threads(tcfg.cpu_adam_threads)
-        elif self.cuda:  # leave cores for the threads that launch GPU work and copies
-            torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 2)))
+        elif self.cuda:  # leave cores to the main thread, autograd's device thread and the copier: OpenMP
+            # threads that lose their core stall the whole AdamW region (seen: 5x slower with cpu_count - 2)
+            torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 4)))
         total = sum(spec.numel for spec in self.specs)
         self.total_numel = total
         # Host: one pinned fp32 master slab (the H2D source), the two moments; nothing else model-sized.
@@ -108,8 +110,9 @@ class StreamingEngine:
                     view.copy_(t)
                 del ts
             self.master.append(master)
-            self.exp_avg.append(torch.zeros(spec.numel, dtype=torch.float32))
-            self.exp_avg_sq.append(torch.zeros(spec.numel, dtype=torch.float32))
+            # zeroed now (not lazily by the first AdamW): the page faults stay out of the first steps
+            self.exp_avg.append(torch.empty(spec.numel, dtype=torch.float32).zero_())
+            self.exp_avg_sq.append(torch.empty(spec.numel, dtype=torch.float32).zero_())
         max_unit = max(spec.numel for spec in self.specs)
         self.ring = PinnedRing(self.plan.ring_slots, ring_slot_numel(mcfg), dtype, self.cuda)
         self.hstash = None

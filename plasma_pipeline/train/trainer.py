@@ -160,8 +160,16 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
     tokens_per_step = cfg.batch_size * seq_len
     reporter.total_steps = cfg.steps
 
-    def save(step: int) -> Path:
+    in_flight: list = []  # the background save still being written (at most one)
+
+    def save(step: int, background: bool = False) -> Path | None:
+        for h in in_flight:  # one save at a time; a foreground save follows any background one
+            h.result()
+        in_flight.clear()
         st = {"step": step, "data": loader.state_dict(), "rng": ckpt.rng_state(), "config": cfg.to_dict()}
+        if background and hasattr(engine, "snapshot_units"):
+            in_flight.append(ckpt.save_checkpoint_async(out, step, engine, st, mcfg.to_dict(), cfg.keep_last))
+            return None
         return ckpt.save_checkpoint(out, step, engine.state_dict(), engine.optimizer_state_dict(), st,
                                     mcfg.to_dict(), cfg.keep_last)
 
@@ -186,7 +194,7 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
                 reporter.log({"event": "halted", "step": step, "checkpoint": str(path)})
                 return {"halted": True, "step": step, "checkpoint": str(path)}
             if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
-                save(step)
+                save(step, background=cfg.checkpoint_background)
         val_metrics = evaluate(engine, vals) or {}
         val = val_metrics.get("val_loss")
         save(engine.step)

@@ -46,9 +46,10 @@ def test_resume_detects_a_different_run(tmp_path, shards):
     assert any(a[s] != b[s] for s in range(7, 13))
 
 
-def test_checkpoint_contents_and_keep_last(tmp_path, shards):
+@pytest.mark.parametrize("background", [False, True])
+def test_checkpoint_contents_and_keep_last(tmp_path, shards, background):
     out = tmp_path / "run"
-    train(cfg(shards, out, "streaming", save_every=2, keep_last=3))
+    train(cfg(shards, out, "streaming", save_every=2, keep_last=3, checkpoint_background=background))
     steps = [s for s, _ in list_checkpoints(out)]
     assert steps == [8, 10, 12]
     ck = latest_checkpoint(out)
