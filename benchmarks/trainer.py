@@ -238,6 +238,8 @@ def worker_bench(spec: dict) -> dict:
         out["ring_max_in_use"] = stats[-1].extra.get("ring_max_in_use")
         out["ring_wait_s"] = stats[-1].extra.get("ring_wait_s")
         out["micro_used"] = plan.micro_batch
+        out["compiled_host_adam"] = engine.compiled_adam
+        out["adam_threads"] = __import__("torch").get_num_threads()
     if ckpt is not None:
         out["checkpoint"] = ckpt.result()
         step_times = [s.wall_s for s in stats]
@@ -393,6 +395,8 @@ def run_variant(spec: dict, timeout: int) -> dict:
         if line.startswith("RESULT "):
             r = json.loads(line[7:])
             r["wall_s"] = round(time.time() - t0, 1)
+            # what the worker printed besides its result (e.g. a host AdamW compile falling back to eager)
+            r["stdout_tail"] = "\n".join(x for x in p.stdout.splitlines() if not x.startswith("RESULT "))[-1500:]
             return r
     return {**spec, "error": f"exit {p.returncode}", "stderr_tail": p.stderr[-3000:]}
 
