@@ -244,10 +244,11 @@ def mix_search_assets(recipe: Recipe) -> list:
                 md = inputs.pin(store_asset(MODEL, p), vid).manifest.get("metadata") or {}
                 rows.append({"name": p, "weights": md["variant_weights"], "shares": md["token_shares"],
                              "bpb": md["val_bpb"]})
-                available = available or md.get("available_tokens", {})
+                # a variant that leaves a domain out does not read it: take each domain from one that did
+                available.update(md.get("available_tokens", {}))
             total = recipe.mix.total_tokens
-            max_share = {d: min(1.0, recipe.mix.max_epochs * available.get(d, 0) / total) for d in domains} \
-                if available else None
+            max_share = {d: min(1.0, recipe.mix.max_epochs * available[d] / total) if d in available else 1.0
+                         for d in domains} if available else None
             if rows:
                 result = build_report(rows, domains, cfg, recipe.mix.weights, w.dir, max_share=max_share,
                                       missing=missing)
