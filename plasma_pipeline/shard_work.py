@@ -69,20 +69,27 @@ def environ_set(values: dict[str, str], keep_existing: bool = False) -> Iterator
                 os.environ[k] = v
 
 
+def write_shard_file(table: pa.Table, out: Path, row_group_rows: int) -> tuple[str, int]:
+    """A worker's output shard, zstd-compressed, fsynced and renamed into place: (sha256, bytes)."""
+    from plasma_pipeline.shards import file_sha256
+
+    tmp = out.with_name(f".{out.name}.{os.getpid()}")
+    pq.write_table(table.combine_chunks(), tmp, compression="zstd", row_group_size=row_group_rows)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    return file_sha256(out), out.stat().st_size
+
+
 def _compute_and_write(fn: Callable, in_path: str, args: tuple, out_base: str, row_group_rows: int) -> dict:
-    from plasma_pipeline.shards import file_sha256, read_shard
+    from plasma_pipeline.shards import read_shard
 
     stats: Counter = Counter()
     table = fn(read_shard(Path(in_path)), *args, stats)
     out = Path(out_base + ".parquet")
     info: dict[str, Any] = {"rows": table.num_rows, "stats": dict(stats), "sha256": "", "bytes": 0}
     if table.num_rows:
-        tmp = out.with_name(f".{out.name}.{os.getpid()}")
-        pq.write_table(table.combine_chunks(), tmp, compression="zstd", row_group_size=row_group_rows)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-        info["sha256"], info["bytes"] = file_sha256(out), out.stat().st_size
+        info["sha256"], info["bytes"] = write_shard_file(table, out, row_group_rows)
     side = Path(out_base + ".json")
     tmp = side.with_name(f".{side.name}.{os.getpid()}")
     tmp.write_text(json.dumps(info))

@@ -16,7 +16,8 @@ signatures, band hashes, candidate pairs or ids, and sizes every pass to `dedup.
    confirmed by the true shingle Jaccard in bounded batches (`lsh.confirm_pairs`);
 5. clusters: connected components of the exact and confirmed edges (`clusters.components`, scipy), one keeper
    each by the keep rule;
-6. counters and metadata (`report.py`); `DedupResult.filter_table` (second pass) keeps the survivors of a shard.
+6. counters and metadata (`report.py`); the second pass (`survivors.py`, in the shard workers) writes each
+   shard's survivors (`DedupResult.keep_mask`).
 
 Documents are (shard, row) pairs flattened to global indices (shard offset + row) throughout.
 """
@@ -82,6 +83,15 @@ def _run(func, items: list[tuple], workers: int):
     return ordered_pool(func, items, workers, env=_thread_caps(workers) if workers > 1 else None)
 
 
+def shard_workers(plan: MemoryPlan, processes: int, sizes: list[int], resident: int = 0) -> int:
+    """Workers for one pass over shards of these estimated sizes: what `memory_gb` holds beside the parent's
+    `resident` bytes, and none that would get less than MIN_BYTES_PER_WORKER of them."""
+    workers = plan.workers(processes, len(sizes), max(sizes, default=0), resident)
+    if all(sizes):
+        workers = min(workers, max(1, sum(sizes) // MIN_BYTES_PER_WORKER))
+    return workers
+
+
 def _prewarm_imports() -> None:
     """Import scipy's graph routines (~0.2 s) in a thread while the parent waits for the signature workers."""
     def load():
@@ -139,9 +149,7 @@ def _dedup(shards: list[Shard], cfg: DedupConfig, stats: Counter, plan: MemoryPl
             else f"signatures: {len(shards)} shards")
     todo = [i for i in range(len(shards)) if i not in reused]
     sizes = [shard_bytes_estimate(shards[i]) for i in todo]
-    workers = plan.workers(cfg.processes, len(todo), max(sizes, default=0))
-    if all(sizes):
-        workers = min(workers, max(1, sum(sizes) // MIN_BYTES_PER_WORKER))
+    workers = shard_workers(plan, cfg.processes, sizes)
     mem["signature_workers"] = workers
     if workers > 1:  # the parent only waits: import scipy meanwhile (in-process signing would compete with it)
         _prewarm_imports()

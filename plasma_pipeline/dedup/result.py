@@ -46,10 +46,7 @@ class DedupResult:
 
     def filter_table(self, shard_index: int, table: pa.Table) -> pa.Table:
         """Second pass: the surviving rows of shard `shard_index` (the same rows, in the same order, as read)."""
-        mask = self.keep_mask(shard_index)
-        if table.num_rows != len(mask):
-            raise ValueError(f"shard {shard_index} has {table.num_rows} rows, the dedup index saw {len(mask)}")
-        return table.filter(pa.array(mask))
+        return keep_rows(table, self.keep_mask(shard_index), f"shard {shard_index}")
 
     def kept_ids(self) -> set[str]:
         return set(self.ids.filter(pa.array(self.keep)).to_pylist())
@@ -70,3 +67,10 @@ class DedupResult:
                 keeper = int(cluster[grp[0]])
                 out.append([ids[keeper]] + [ids[i] for i in grp if i != keeper])
         return out
+
+
+def keep_rows(table: pa.Table, mask: np.ndarray, shard: str) -> pa.Table:
+    """The rows of `table` that `mask` (one bool per row, as the dedup index saw the shard) keeps, in order."""
+    if table.num_rows != len(mask):
+        raise ValueError(f"{shard} has {table.num_rows} rows, the dedup index saw {len(mask)}")
+    return table.filter(pa.array(mask))

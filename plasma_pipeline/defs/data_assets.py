@@ -222,8 +222,8 @@ def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
 
     from plasma_pipeline.dedup.core import dedup_tables
     from plasma_pipeline.dedup.resume import SignatureCache
+    from plasma_pipeline.dedup.survivors import adopt_survivors, survivor_workers, write_survivors
     from plasma_pipeline.instruct.holdout import Holdout, battery_config
-    from plasma_pipeline.shards import read_shard
 
     @stage_asset(
         recipe,
@@ -247,13 +247,18 @@ def dedup_asset(recipe: Recipe) -> dg.AssetsDefinition:
             keys = [SignatureCache.key(sig_version, e["sha256"]) for v in versions.values()
                     for e in v.manifest["shards"]]
             cache = SignatureCache(str(shard_cache(store, "deduped")), keys)
-            with executor.use(recipe.executor):
+            with executor.use(recipe.executor), store.scratch("deduped") as work:
                 result = dedup_tables(shards, recipe.dedup, w.stats, cache=cache, log=context.log.info)
-            holdout = Holdout.from_recipe(recipe.instructions, recipe.dedup)
-            # Second pass: stream each shard again and keep its survivors that are not eval battery documents.
-            # One split per source, so later stages stream one domain without reading the others.
-            for i, (source, path) in enumerate(owned):
-                w.write(holdout.filter(result.filter_table(i, read_shard(Path(path))), source, w.stats), split=source)
+                holdout = Holdout.from_recipe(recipe.instructions, recipe.dedup)
+                # Second pass, in the shard workers: each writes one input shard's survivors that are not eval
+                # battery documents; this process adopts the files in input order, one split per source, so
+                # later stages stream one domain without reading the others.
+                workers = survivor_workers(shards, result, recipe.dedup)
+                context.log.info(f"second pass: {len(owned)} shards on {workers} worker(s)")
+                files, writers = adopt_survivors(w, write_survivors(
+                    owned, result, holdout, work / "survivors", workers, recipe.store.max_rows_per_shard,
+                    recipe.store.row_group_rows))
+                context.log.info(f"second pass: {files} shards written by {len(writers)} process(es)")
             w.stats["kept"] -= holdout.n_dropped
             w.metadata.update(result.metadata)
             w.metadata["eval_holdout"] = holdout.summary()

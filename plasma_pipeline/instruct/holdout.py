@@ -223,6 +223,12 @@ class Holdout:
                                      "rule": "source_document" if exact[row] >= 0 else "near_duplicate"})
         return table.filter(pa.array(~drop))
 
+    def merge(self, dropped: list[dict[str, Any]], n_dropped: int) -> None:
+        """Count the drops another copy of this hold-out made (a shard worker's), after those counted so far: the
+        listed ones stay capped at MAX_LISTED and in merge order."""
+        self.n_dropped += n_dropped
+        self.dropped.extend(dropped[: max(0, MAX_LISTED - len(self.dropped))])
+
     def summary(self) -> dict[str, Any]:
         """For the version's metadata: the battery, and the documents dropped so far with what they matched."""
         found = sorted({d["battery_item"] for d in self.dropped})

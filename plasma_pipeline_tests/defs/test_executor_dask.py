@@ -17,9 +17,9 @@ DATA_ASSETS = (
     *(f"{stage}/{s}" for stage in ("raw", "clean", "scored") for s in SOURCES),
     "quality_classifier", "toxicity_classifier", "deduped", "tokenizer", "pretrain_shards",
 )
-# the per-shard functions of clean/score, dedup signatures, mix tokenising and packing (Dask's task prefixes drop
-# the leading underscore)
-TASKS = ("compute_and_write", "signatures_job", "keyed_part", "train_shard_files")
+# the per-shard functions of clean/score, dedup signatures and survivors, mix tokenising and packing (Dask's task
+# prefixes drop the leading underscore)
+TASKS = ("compute_and_write", "signatures_job", "survivors_job", "keyed_part", "train_shard_files")
 
 
 def _recipe(tmp_path, name: str, executor: dict | None):
