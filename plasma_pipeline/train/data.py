@@ -26,9 +26,13 @@ class Batch:
     targets: torch.Tensor  # (b, s) int64
     mask: torch.Tensor | None  # (b, s) float32 target mask (SFT), None = all targets count
     domain: str = ""  # val batches: the one domain all rows come from
+    global_targets: int | None = None  # under data parallel: the global batch's count (distributed.shard)
 
     @property
     def n_targets(self) -> int:
+        """Targets the loss is averaged over: this batch's, or the global batch's when it is one rank's slice."""
+        if self.global_targets is not None:
+            return self.global_targets
         return int(self.targets.numel() if self.mask is None else self.mask.sum().item())
 
 

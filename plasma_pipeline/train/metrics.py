@@ -197,6 +197,27 @@ class Reporter:
             self._pipes_cm = None
 
 
+class NullReporter:
+    """A data-parallel rank other than 0: it reports nothing (rank 0 reports for the run)."""
+
+    total_steps: int | None = None
+
+    def cut_back(self, step: int | None) -> None:
+        pass
+
+    def log(self, record: dict) -> None:
+        pass
+
+    def info(self, msg: str) -> None:
+        pass
+
+    def final(self, summary: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def step_record(step: int, stats, lr: float, tokens: int, n_params: int, device, dtype) -> dict:
     tps = tokens / stats.wall_s if stats.wall_s > 0 else 0.0
     tflops = 6 * n_params * tps / 1e12

@@ -8,6 +8,7 @@ import torch
 
 from plasma_pipeline.train.config import ModelConfig, TrainConfig
 from plasma_pipeline.train.data import Batch
+from plasma_pipeline.train.distributed import all_reduce_sum_, world_size
 from plasma_pipeline.train.engine import StepStats, autocast_ctx, split_batch, to_device
 from plasma_pipeline.train.model import build_model
 from plasma_pipeline.train.optim import torch_adamw
@@ -38,6 +39,12 @@ class ResidentEngine:
                 loss = self.model.loss(ids, tgt, mask, n_targets, self.dtype)
             loss.backward()
             total += loss.detach()
+        # Data parallel: each rank's loss is over the global target count, so the sum is the global gradient.
+        if world_size() > 1:
+            for p in self.params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            all_reduce_sum_([p.grad for p in self.params] + [total])
         if self.tcfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.tcfg.grad_clip)
         else:

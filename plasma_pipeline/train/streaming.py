@@ -34,6 +34,7 @@ import torch
 
 from plasma_pipeline.train.config import ModelConfig, TrainConfig
 from plasma_pipeline.train.data import Batch
+from plasma_pipeline.train.distributed import all_reduce_sum_
 from plasma_pipeline.train.engine import StepStats, autocast_ctx, split_batch, to_device
 from plasma_pipeline.train.host_rings import GradPipe, PinnedRing, pinned_empty
 from plasma_pipeline.train.model import embed, init_unit_, make_block_fn, make_head_fn, rope_cos_sin, unit_specs
@@ -488,6 +489,7 @@ class StreamingEngine:
                 del xs
             self.saved[li] = None
             if final:
+                all_reduce_sum_([flat])  # data parallel: the global gradient before the norm and the host AdamW
                 sqnorm += flat.pow(2).sum()
             self.timer.stop(tok)
             self._mark_buffer_used(li)
@@ -509,6 +511,7 @@ class StreamingEngine:
             (ge,) = torch.autograd.grad(e, [emb_leaf], gy)
             og[0].add_(ge)
         if final:
+            all_reduce_sum_([outer_grad])
             sqnorm += outer_grad.pow(2).sum()
         self.timer.stop(tok)
         if final:
@@ -533,6 +536,7 @@ class StreamingEngine:
         for gi, group in enumerate(groups):
             self._pass(group, n_targets, lr, outer_grad, loss_total, sqnorm, acc, gi == len(groups) - 1)
         del acc, outer_grad, chunks, groups
+        all_reduce_sum_([loss_total])
 
         norm = math.sqrt(float(sqnorm.item()))  # synchronises the compute stream
         loss_v = float(loss_total.item())

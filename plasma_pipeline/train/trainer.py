@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from pathlib import Path
@@ -11,7 +12,8 @@ import torch
 from plasma_pipeline.train import checkpoint as ckpt
 from plasma_pipeline.train.config import ModelConfig, TrainConfig
 from plasma_pipeline.train.data import TokenLoader, row_length, val_batches
-from plasma_pipeline.train.metrics import Reporter, gpu_peak_bytes, host_memory_bytes, peak_flops, step_record
+from plasma_pipeline.train import distributed
+from plasma_pipeline.train.metrics import NullReporter, Reporter, gpu_peak_bytes, host_memory_bytes, peak_flops, step_record
 from plasma_pipeline.train.optim import lr_at
 from plasma_pipeline.train.workdir import lock_workdir
 
@@ -101,28 +103,42 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
 
     Holds out_dir/.trainer.lock throughout (WorkDirLocked if another trainer keeps it past cfg.lock_timeout_s).
     Resumes from the newest intact checkpoint (bad ones are reported and moved aside) and cuts metrics.jsonl back
-    to that step, so an interrupted-then-resumed run leaves the records of an uninterrupted one."""
+    to that step, so an interrupted-then-resumed run leaves the records of an uninterrupted one.
+
+    Under torchrun (WORLD_SIZE > 1) the ranks train data parallel (distributed.py): rank 0 alone holds the lock,
+    picks the checkpoint, logs, and writes checkpoints and final/; the others wait for it at barriers."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mcfg = cfg.model_config()
     seq_len = row_length(cfg.data_dir) - 1
     if seq_len > mcfg.max_seq_len:
         raise ValueError(f"shards hold {seq_len}-token sequences; model max_seq_len is {mcfg.max_seq_len}")
-    device = resolve_device(cfg.device)
+    dp = distributed.setup(cfg.device)
+    # Engines see this rank's share of the batch (the streaming plan sizes activations by it).
+    ecfg = dataclasses.replace(cfg, batch_size=dp.local_batch_size(cfg.batch_size)) if dp.enabled else cfg
+    device = dp.device(resolve_device(cfg.device))
     dtype = resolve_dtype(cfg.dtype, device)
     torch.manual_seed(cfg.seed)
     own_reporter = reporter is None
+    if not dp.is_main:  # logs and metrics come from rank 0 only
+        reporter = NullReporter()
     reporter = reporter or Reporter(out)
     lock = engine = None
     try:
         if cfg.engine == "streaming":  # before the lock, the checkpoint read and any allocation: fail fast
-            reporter.info(plan_streaming(cfg, mcfg, device, dtype, seq_len).summary())
+            reporter.info(plan_streaming(ecfg, mcfg, device, dtype, seq_len).summary())
         # One trainer per work dir; waits for one that got SIGTERM and is still writing its last checkpoint.
-        lock = lock_workdir(out, cfg.lock_timeout_s, log=reporter.info)
+        if dp.is_main:
+            lock = lock_workdir(out, cfg.lock_timeout_s, log=reporter.info)
         weights = optim = state = None
         resumed_from = None
         had_checkpoints = bool(ckpt.list_checkpoints(out))
-        found = ckpt.load_latest_intact(out, reporter.info)  # bad ones are reported and moved aside
+        if dp.is_main:
+            found = ckpt.load_latest_intact(out, reporter.info)  # bad ones are reported and moved aside
+            dp.broadcast(None if found is None else str(found[0]))
+        else:  # the checkpoint rank 0 verified (and found no fault in)
+            chosen = dp.broadcast(None)
+            found = None if chosen is None else (Path(chosen), *ckpt.load_checkpoint(chosen))
         if found is not None:  # resume: weights, optimizer, data position and RNG from the newest intact checkpoint
             latest, weights, optim, state = found
             resumed_from = int(state["step"])
@@ -134,11 +150,11 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
             weights = ckpt.load_weights(cfg.init_from)
             reporter.info(f"initialising from {cfg.init_from}")
         reporter.cut_back(resumed_from)  # metrics.jsonl as it was at that checkpoint (empty on a fresh start)
-        engine = build_engine(cfg, mcfg, device, dtype, weights, seq_len=seq_len)
+        engine = build_engine(ecfg, mcfg, device, dtype, weights, seq_len=seq_len)
         if optim is not None:
             engine.load(weights, optim)
         del weights, optim
-        return _run(cfg, mcfg, engine, state, reporter, device, dtype, seq_len, resumed_from)
+        return _run(cfg, mcfg, engine, state, reporter, device, dtype, seq_len, resumed_from, dp)
     finally:
         if engine is not None:
             engine.close()
@@ -146,10 +162,12 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
             reporter.close()
         if lock is not None:
             lock.release()
+        dp.close()
 
 
 def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, reporter: Reporter, device, dtype,
-         seq_len: int, resumed_from: int | None) -> dict:
+         seq_len: int, resumed_from: int | None, dp: distributed.DataParallel | None = None) -> dict:
+    dp = dp or distributed.DataParallel()
     out = Path(cfg.out_dir)
     loader = TokenLoader(cfg.data_dir, cfg.batch_size, cfg.seed)
     if state is not None:
@@ -163,6 +181,17 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
     in_flight: list = []  # the background save still being written (at most one)
 
     def save(step: int, background: bool = False) -> Path | None:
+        """Rank 0 writes; under data parallel the other ranks wait until a foreground save is on disk."""
+        if not dp.is_main:
+            if not background:
+                dp.barrier()
+            return None
+        path = _save(step, background)
+        if not background:
+            dp.barrier()
+        return path
+
+    def _save(step: int, background: bool) -> Path | None:
         for h in in_flight:  # one save at a time; a foreground save follows any background one
             h.result()
         in_flight.clear()
@@ -177,11 +206,11 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
     steps_this_run, last = 0, None
     with _SigtermFlag() as term:
         while engine.step < cfg.steps:
-            if term.set:
+            if dp.any(term.set):  # every rank stops at the same step boundary
                 path = save(engine.step)
                 reporter.log({"event": "terminated", "step": engine.step, "checkpoint": str(path)})
                 raise Terminated()
-            batch = loader.next_batch()
+            batch = dp.shard(loader.next_batch())
             lr = lr_at(engine.step + 1, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
             stats = engine.train_step(batch, lr)
             step, steps_this_run, last = engine.step, steps_this_run + 1, stats
@@ -198,6 +227,9 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
         val_metrics = evaluate(engine, vals) or {}
         val = val_metrics.get("val_loss")
         save(engine.step)
+        if not dp.is_main:
+            dp.barrier()  # rank 0 writes final/
+            return {"event": "final", "step": engine.step, "rank": dp.rank, "world_size": dp.world}
         weights = engine.state_dict()
         final_dir, sha = ckpt.save_final(out, weights, mcfg.to_dict())
         _, rss_peak = host_memory_bytes()
@@ -213,8 +245,10 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
             "peak_flops": peak_flops(device, dtype), "host_peak_rss_gb": round(rss_peak / 2**30, 3),
             "gpu_peak_gb": None if gpu is None else round(gpu / 2**30, 3),
             "resumed_from_step": resumed_from,
+            **({"world_size": dp.world} if dp.enabled else {}),
             **({"plan": engine.plan.to_dict()} if getattr(engine, "plan", None) is not None else {}),
         }
         reporter.log(summary)
         reporter.final(summary)
+        dp.barrier()
         return summary
