@@ -67,7 +67,10 @@ def test_stage_counters_and_checks_are_recorded(pipeline):
     ev = instance.get_latest_materialization_event(dg.AssetKey(["clean", "wiki"]))
     md = ev.asset_materialization.metadata
     assert md["rows"].value > 0
-    assert "dropped/" in md["counters"].value  # per-rule drop counts, e.g. French docs dropped by language ID
+    # the non-zero drop rules, largest first, e.g. French docs dropped by language ID
+    assert md["drops"].value.startswith("| rule | documents | characters |")
+    assert md["drops_plot"].value.startswith("![documents dropped per rule](data:image/png;base64,")
+    assert 0 < md["kept_share"].value < 1 and md["dropped"].value > 0
     manifest = json.loads((pipeline["store"] / "clean" / "wiki" / "versions" / md["version"].value / "manifest.json").read_text())
     assert any(k.startswith("dropped/lang") for k in manifest["stats"]), manifest["stats"]
     assert "| id |" in md["sample"].value
