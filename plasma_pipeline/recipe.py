@@ -133,8 +133,9 @@ class Recipe:
         if section in ("pretrain", "sft"):
             # Training depends on the model shape as well as its own settings.
             settings = self.raw.get(section, {})
-            if isinstance(settings, dict) and "launcher" in settings:
-                settings = {k: v for k, v in settings.items() if k != "launcher"}
+            # Not on where it trains (`launcher`) or on how many GPUs (`gpus`: a run resumes on any count).
+            if isinstance(settings, dict) and ("launcher" in settings or "gpus" in settings):
+                settings = {k: v for k, v in settings.items() if k not in ("launcher", "gpus")}
             return {"model": self.raw.get("model", {}), section: settings}
         if section in ("quality", "toxicity"):
             return self.raw.get("classifiers", {}).get(section, {})

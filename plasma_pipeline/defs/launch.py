@@ -28,6 +28,7 @@ from plasma_pipeline.launch import LauncherConfig
 from plasma_pipeline.launch.dask_worker import WORKER_PYTHON, run_trainer
 
 TRAINER_MODULE = "plasma_pipeline.train"
+RANKS_MODULE = "plasma_pipeline.train.ranks"  # torchrun on this host, for `gpus: N` (N > 1)
 POLL_S = 0.2
 
 
@@ -163,6 +164,10 @@ def launch_trainer(
     default, `local`); wait for it to end."""
     launcher = launcher or LauncherConfig()
     args = ["-m", TRAINER_MODULE, "--config", str(config_path)]
+    with open(config_path) as f:
+        gpus = int(json.load(f).get("gpus", 1))
+    if gpus > 1:  # data parallel: rank 0 reports through Pipes, a failing rank fails the launch
+        args = ["-m", RANKS_MODULE, str(gpus), "--config", str(config_path)]
     if launcher.kind == "dask":
         client = PipesDaskClient(launcher.address, launcher.resources, launcher.connect_timeout_s,
                                  launcher.termination_timeout_s)

@@ -214,6 +214,10 @@ class TrainConfig:
     AdamW; bounds host memory beyond master + moments."""
     compile: bool = False
     """torch.compile the block function (cuda only)."""
+    gpus: int = 1
+    """Data-parallel processes (one GPU each; CPU processes on a CPU device) that the training assets start through
+    torchrun; 1 = one process. The global batch stays batch_size (a multiple of gpus), and a run resumes on any
+    count. A trainer already under torchrun takes its world size from torchrun, not from this."""
     halt_at_step: int = 0
     """Stop after this step with a checkpoint, as if preempted (tests, preemptible jobs); 0 = off."""
     lock_timeout_s: float = 120.0
@@ -238,7 +242,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"model_overrides: {unknown[0]!r} is not a ModelConfig field "
                              f"(fields: {', '.join(_field_names(ModelConfig))})")
-        for name in ("steps", "batch_size", "keep_last"):
+        for name in ("steps", "batch_size", "keep_last", "gpus"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("micro_batch", "warmup", "save_every", "eval_every", "val_batches", "log_every", "halt_at_step",
@@ -249,6 +253,9 @@ class TrainConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name}: must be a finite number > 0, got {v}")
+        if self.batch_size % self.gpus:
+            raise ValueError(f"batch_size: {self.batch_size} does not split over gpus: {self.gpus}; "
+                             f"use a multiple of gpus")
         if self.grad_ring_slots < 1:
             raise ValueError(f"grad_ring_slots: must be >= 1, got {self.grad_ring_slots}")
         for name in ("weight_decay", "grad_clip", "lock_timeout_s", "gpu_memory_gb", "host_memory_gb"):

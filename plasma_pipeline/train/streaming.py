@@ -91,7 +91,9 @@ class StreamingEngine:
             torch.set_num_threads(tcfg.cpu_adam_threads)
         elif self.cuda:  # leave cores to the main thread, autograd's device thread and the copier: OpenMP
             # threads that lose their core stall the whole AdamW region (seen: 5x slower with cpu_count - 2)
-            torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 4)))
+            # Data-parallel ranks on one host (torchrun's LOCAL_WORLD_SIZE) share its cores.
+            cores = (os.cpu_count() or 2) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+            torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 4)))
         total = sum(spec.numel for spec in self.specs)
         self.total_numel = total
         # Host: one pinned fp32 master slab (the H2D source), the two moments; nothing else model-sized.

@@ -1,7 +1,6 @@
 """Data parallel under torchrun (gloo, CPU, fp32): the same global batch gives the single-process loss curve,
 and a run resumes across world sizes (1 -> 2 -> 1) onto the uninterrupted curve."""
 
-from __future__ import annotations
 
 import json
 import os
@@ -9,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pytest
 
@@ -75,3 +75,58 @@ def test_torchrun_matches_single_process_across_world_sizes(tmp_path, sft_shards
     rel = max(abs(a - b) / abs(b) for (_, a), (_, b) in zip(got, want))
     assert rel < 1e-5, (rel, got, want)
     assert summary["resumed_from_step"] == 4 and summary["step"] == STEPS
+
+
+@pytest.mark.slow
+def test_gpus_in_the_run_config_launches_torchrun_through_pipes(tmp_path, shards):
+    """`gpus: 2` makes the assets' launch seam start two ranks; only rank 0 reports, and its materialization
+    says so; a config every rank rejects fails the step."""
+    from plasma_pipeline.defs.launch import launch_trainer
+
+    def asset_for(c: dict, seen: dict):
+        (tmp_path / "run.json").write_text(json.dumps(c))
+
+        @dg.asset
+        def base_model(context: dg.AssetExecutionContext, pipes: dg.PipesSubprocessClient):
+            inv = launch_trainer(context, None, pipes, str(tmp_path / "run.json"), extras={})
+            seen["messages"] = inv.get_custom_messages()
+            return inv.get_materialize_result()
+
+        return base_model
+
+    seen: dict = {}
+    c = {**conf(shards, tmp_path / "out", "resident"), "steps": 3, "gpus": 2}
+    res = dg.materialize([asset_for(c, seen)], resources={"pipes": dg.PipesSubprocessClient()})
+    assert res.success
+    meta = res.asset_materializations_for_node("base_model")[0].metadata
+    assert meta["world_size"].value == 2 and meta["step"].value == 3
+    assert [m["step"] for m in seen["messages"] if isinstance(m, dict) and "loss" in m] == [1, 2, 3]
+
+    bad = {**c, "out_dir": str(tmp_path / "bad"), "model_overrides": {"n_layers": -1}}
+    res = dg.materialize([asset_for(bad, {})], resources={"pipes": dg.PipesSubprocessClient()},
+                         raise_on_error=False)
+    assert not res.success
+
+
+
+def test_gpus_in_the_recipe_reaches_the_run_config_but_not_the_work_dir_key(tmp_path):
+    """A run keyed without `gpus` resumes on another GPU count in the same work dir."""
+    import yaml
+
+    from plasma_pipeline.defs.train_assets import train_config
+    from plasma_pipeline.recipe import load_recipe
+
+    def recipe(gpus: int, batch_size: int = 16):
+        raw = yaml.safe_load((REPO / "recipes" / "default.yaml").read_text())
+        raw["pretrain"]["batch_size"] = batch_size
+        if gpus:
+            raw["pretrain"]["gpus"] = gpus
+        p = tmp_path / f"gpus-{gpus}-{batch_size}.yaml"
+        p.write_text(yaml.safe_dump(raw))
+        return load_recipe(p, check_paths=False)
+
+    one, two = recipe(0), recipe(2)
+    assert train_config(two, "pretrain", tmp_path, tmp_path, 512)["gpus"] == 2
+    assert "gpus" not in train_config(one, "pretrain", tmp_path, tmp_path, 512)
+    assert two.fingerprint("pretrain") == one.fingerprint("pretrain")
+    assert recipe(2, batch_size=32).fingerprint("pretrain") != two.fingerprint("pretrain")  # other settings count
