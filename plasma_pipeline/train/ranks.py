@@ -12,6 +12,8 @@ import sys
 
 from plasma_pipeline.train.workdir import PARENT_PID_ENV, die_with_parent
 
+EXIT_TERMINATED = 143  # as the trainer's own (trainer.EXIT_TERMINATED), without importing torch first
+
 
 def torchrun_args(nproc: int, trainer_args: list[str]) -> list[str]:
     return ["--standalone", "--nproc_per_node", str(nproc), "-m", "plasma_pipeline.train", *trainer_args]
@@ -25,9 +27,13 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m plasma_pipeline.train.ranks N --config run.json [--set key=value ...]",
               file=sys.stderr)
         return 2
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.run import main as torchrun
 
-    torchrun(torchrun_args(int(argv[0]), argv[1:]))  # raises ChildFailedError (exit 1) if a rank fails
+    try:
+        torchrun(torchrun_args(int(argv[0]), argv[1:]))  # raises ChildFailedError (exit 1) if a rank fails
+    except SignalException:  # torchrun passed SIGTERM/SIGINT on to the ranks, which checkpointed and exited
+        return EXIT_TERMINATED
     return 0
 
 

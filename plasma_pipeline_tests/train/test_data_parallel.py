@@ -130,3 +130,33 @@ def test_gpus_in_the_recipe_reaches_the_run_config_but_not_the_work_dir_key(tmp_
     assert "gpus" not in train_config(one, "pretrain", tmp_path, tmp_path, 512)
     assert two.fingerprint("pretrain") == one.fingerprint("pretrain")
     assert recipe(2, batch_size=32).fingerprint("pretrain") != two.fingerprint("pretrain")  # other settings count
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_rank_at_one_checkpoint(tmp_path, shards):
+    """SIGTERM to the launcher (as when the step process dies): torchrun passes it on, the ranks agree on the
+    step boundary, rank 0 writes one intact checkpoint, and the launcher exits 143 like a single trainer."""
+    import signal
+    import time
+
+    from plasma_pipeline.train.checkpoint import list_checkpoints, verify_checkpoint
+
+    out = tmp_path / "out"
+    (tmp_path / "run.json").write_text(json.dumps({**conf(shards, out, "resident"), "steps": 100000,
+                                                  "val_batches": 0}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("DAGSTER_PIPES_CONTEXT", None)
+    p = subprocess.Popen([sys.executable, "-m", "plasma_pipeline.train.ranks", "2", "--config",
+                          str(tmp_path / "run.json")], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.jsonl").exists() or len((out / "metrics.jsonl").read_text().splitlines()) < 3:
+        assert p.poll() is None and time.monotonic() < deadline, p.stderr.read() if p.poll() is not None else ""
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err[-3000:]
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == "terminated"
+    (step, path), = list_checkpoints(out)
+    assert step == last["step"] and verify_checkpoint(path) is None
