@@ -188,10 +188,12 @@ def expired(data: bytes | None, now: float | None = None) -> bool:
 class _Heartbeat:
     """Renews one object by compare-and-swap every ttl/3 until stopped; `lost` once a renewal fails."""
 
-    def __init__(self, root: ObjectRoot, rel: str, etag: str, ttl_s: float, extra: dict[str, Any]):
+    def __init__(self, root: ObjectRoot, rel: str, etag: str, ttl_s: float, extra: dict[str, Any], since: float):
         self.root, self.rel, self.etag, self.ttl_s, self.extra = root, rel, etag, ttl_s, extra
         self.lost = False
-        self.deadline = time.time() + ttl_s
+        # `since` is taken before the stamp was written, so this deadline never outlasts the stored `expires`:
+        # once another process may take the object over, `held()` is already false here.
+        self.deadline = since + ttl_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat {rel}", daemon=True)
         self._thread.start()
@@ -230,9 +232,10 @@ class ObjectLock:
         while True:
             data, etag = self.root.get_tagged(self.rel)
             if expired(data):
+                since = time.time()
                 new = self.root.put_if(self.rel, _stamp(self.ttl_s, owner=self.owner), etag)
                 if new is not None:
-                    self._beat = _Heartbeat(self.root, self.rel, new, self.ttl_s, {"owner": self.owner})
+                    self._beat = _Heartbeat(self.root, self.rel, new, self.ttl_s, {"owner": self.owner}, since)
                     return
                 continue  # someone else won that race: look again
             if time.monotonic() > give_up:
@@ -274,8 +277,9 @@ class ObjectLease:
         self._beat: _Heartbeat | None = None
 
     def __enter__(self) -> "ObjectLease":
+        since = time.time()
         etag = self.root.put_if(self.rel, _stamp(self.ttl_s), None)
-        self._beat = _Heartbeat(self.root, self.rel, etag, self.ttl_s, {})
+        self._beat = _Heartbeat(self.root, self.rel, etag, self.ttl_s, {}, since)
         return self
 
     def __exit__(self, *exc) -> None:

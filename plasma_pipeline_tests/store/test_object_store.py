@@ -213,6 +213,9 @@ def test_a_lock_taken_over_after_expiry_stops_its_old_holder_from_publishing(s3_
     store = _store(s3_root)
     first = ObjectLock(store.remote, "a/.lock", ttl_s=TTL)
     first.acquire()
+    # the holder's own deadline never outlasts the stored expiry, so it cannot think it still holds a lock that
+    # another process may already have taken over (it once did, by the put's latency)
+    assert first._beat.deadline <= json.loads(store.remote.get("a/.lock"))["expires"]
     first._beat._stop.set()  # a holder that stalls (GC pause, lost network) and stops renewing
     first._beat._thread.join()
     second = ObjectLock(store.remote, "a/.lock", ttl_s=TTL, timeout=TTL + 5)
