@@ -26,14 +26,21 @@ def pinned_empty(numel: int, dtype: torch.dtype, cuda: bool) -> torch.Tensor:
     if not cuda or numel == 0:
         return t
     t.zero_()  # touch the pages so registration does not race first use
+    if register_pinned(t):
+        return t
+    return torch.empty(numel, dtype=dtype, pin_memory=True)
+
+
+def register_pinned(t: torch.Tensor) -> bool:
+    """Page-lock an existing host tensor in place (also memory shared with other processes); False if refused."""
     try:
         rc = torch.cuda.cudart().cudaHostRegister(t.data_ptr(), t.numel() * t.element_size(), 0)
         if int(rc) == 0 and t.is_pinned():
             _REGISTERED.append(t)  # never unregistered: lives as long as the process
-            return t
+            return True
     except Exception:
         pass
-    return torch.empty(numel, dtype=dtype, pin_memory=True)
+    return False
 
 
 class PinnedRing:

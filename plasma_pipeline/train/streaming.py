@@ -37,6 +37,7 @@ from plasma_pipeline.train.data import Batch
 from plasma_pipeline.train.distributed import all_reduce_sum_
 from plasma_pipeline.train.engine import StepStats, autocast_ctx, split_batch, to_device
 from plasma_pipeline.train.host_rings import GradPipe, PinnedRing, pinned_empty
+from plasma_pipeline.train.node_master import NodeMaster, local_world
 from plasma_pipeline.train.model import embed, init_unit_, make_block_fn, make_head_fn, rope_cos_sin, unit_specs
 from plasma_pipeline.train.optim import adamw_flat_, adamw_flat_compiled_, adamw_undo_flat_, compiled_adamw_available
 from plasma_pipeline.train.plan import STAGE_NUMEL, device_budget, plan_for, ring_slot_numel
@@ -96,13 +97,27 @@ class StreamingEngine:
             torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 4)))
         total = sum(spec.numel for spec in self.specs)
         self.total_numel = total
-        # Host: one pinned fp32 master slab (the H2D source), the two moments; nothing else model-sized.
-        master_slab = pinned_empty(total, torch.float32, self.cuda)
+        # Host: one pinned fp32 master slab (the H2D source), the two moments; nothing else model-sized. Several
+        # data-parallel ranks on one host share one copy (node_master.py) and split its AdamW.
+        self.node = NodeMaster(total, len(self.specs), self.cuda) if local_world()[1] > 1 else None
+        master_slab = self.node.master if self.node else pinned_empty(total, torch.float32, self.cuda)
+        self.epoch = [0] * len(self.specs)  # AdamW updates submitted per unit (the node's completion counters)
+        self._left: dict[tuple[int, int], int] = {}  # (unit, epoch): pieces of that update still running
+        self._left_lock = threading.Lock()
+        self.adam_elements = 0  # parameters this process has stepped with the host AdamW (all steps)
+        self.host_master = (f"one per node, {self.node.local_world} ranks each step 1/{self.node.local_world}"
+                            if self.node else "one per process")
         self.master, self.exp_avg, self.exp_avg_sq = [], [], []
         off = 0
         for ui, spec in enumerate(self.specs):
             master = master_slab[off : off + spec.numel]
+            if self.node:
+                self.exp_avg.append(self.node.exp_avg[off : off + spec.numel])
+                self.exp_avg_sq.append(self.node.exp_avg_sq[off : off + spec.numel])
             off += spec.numel
+            self.master.append(master)
+            if self.node and not self.node.writes_state:
+                continue  # the node's first rank fills the shared master; its moments start as zeros
             if weights is not None:
                 for (key, view) in zip(spec.keys, spec.views(master)):
                     view.copy_(weights[key].reshape(view.shape))
@@ -112,10 +127,12 @@ class StreamingEngine:
                 for view, t in zip(spec.views(master), ts):
                     view.copy_(t)
                 del ts
-            self.master.append(master)
-            # zeroed now (not lazily by the first AdamW): the page faults stay out of the first steps
-            self.exp_avg.append(torch.empty(spec.numel, dtype=torch.float32).zero_())
-            self.exp_avg_sq.append(torch.empty(spec.numel, dtype=torch.float32).zero_())
+            if not self.node:
+                # zeroed now (not lazily by the first AdamW): the page faults stay out of the first steps
+                self.exp_avg.append(torch.empty(spec.numel, dtype=torch.float32).zero_())
+                self.exp_avg_sq.append(torch.empty(spec.numel, dtype=torch.float32).zero_())
+        if self.node:
+            self.node.filled()
         max_unit = max(spec.numel for spec in self.specs)
         self.ring = PinnedRing(self.plan.ring_slots, ring_slot_numel(mcfg), dtype, self.cuda)
         self.hstash = None
@@ -171,6 +188,8 @@ class StreamingEngine:
             self.futures[ui] = None
             for fut in futs:
                 fut.result()
+            if self.node:  # the other ranks of this node step the rest of the unit
+                self.node.wait(ui, self.epoch[ui])
             self.adam_wait += time.perf_counter() - t0
 
     def _load(self, ui: int, dst: torch.Tensor, after=None):
@@ -304,7 +323,7 @@ class StreamingEngine:
     # ------------------------------------------------------------------ host optimizer
 
     def _adam_task(self, ui: int, s: int, e: int, lr: float, step: int, scale: float, undo_first: bool,
-                   snap, grad: torch.Tensor) -> None:
+                   snap, epoch: int, grad: torch.Tensor) -> None:
         """AdamW for elements [s, e) of one unit on the host from their gradient (a ring slot or the stash); with
         undo_first, first revert the speculative unclipped step. Waits for a checkpoint writer still on this unit."""
         if snap is not None:
@@ -321,17 +340,41 @@ class StreamingEngine:
         else:
             adamw_flat_(*args, grad_scale=scale, **kw)
         self.adam_time += time.perf_counter() - t0
+        with self._left_lock:
+            self.adam_elements += e - s
+        if epoch:
+            self._piece_done(ui, epoch)
+
+    def _piece_done(self, ui: int, epoch: int) -> None:
+        with self._left_lock:
+            self._left[(ui, epoch)] -= 1
+            last = self._left[(ui, epoch)] == 0
+            if last:
+                del self._left[(ui, epoch)]
+        if last:
+            self.node.mark(ui, epoch)
 
     def _submit(self, ui: int, lr: float, step: int, scale: float, undo_first: bool = False) -> None:
         """Queue unit ui's host AdamW; a unit larger than a ring slot (the outer unit) goes in slot-sized pieces
         (AdamW is elementwise, so pieces are exact)."""
         src, ready, via_ring = self.pending[ui]
         n = src.numel()
+        lo, hi = self.node.owned(n) if self.node else (0, n)  # on a shared node master: this rank's range only
         piece = self.ring.buffers[0].numel() if via_ring else n
+        starts = list(range(lo, hi, piece))
+        epoch = 0
+        if self.node:
+            self.epoch[ui] += 1
+            epoch = self.epoch[ui]
+            if not starts:
+                self.node.mark(ui, epoch)
+            with self._left_lock:
+                if starts:
+                    self._left[(ui, epoch)] = len(starts)
         futs = []
-        for s in range(0, n, piece):
-            e = min(n, s + piece)
-            fn = functools.partial(self._adam_task, ui, s, e, lr, step, scale, undo_first, self._snap)
+        for s in starts:
+            e = min(hi, s + piece)
+            fn = functools.partial(self._adam_task, ui, s, e, lr, step, scale, undo_first, self._snap, epoch)
             futs.append(self.pipe.ship(src[s:e], fn, ready, via_ring))
         self.futures[ui] = futs
 
@@ -615,9 +658,16 @@ class StreamingEngine:
         self._snap = _Snapshot(self)
         return self._snap
 
+    @property
+    def can_snapshot(self) -> bool:
+        """A background checkpoint reads the host state while training goes on: not when other ranks step it."""
+        return self.node is None
+
     def load(self, weights, optim) -> None:
         self.sync()
         for ui, spec in enumerate(self.specs):
+            if self.node and not self.node.writes_state:
+                continue
             for k, view in zip(spec.keys, spec.views(self.master[ui])):
                 view.copy_(weights[k].reshape(view.shape))
             if optim is not None:
@@ -628,6 +678,8 @@ class StreamingEngine:
             self.step = int(optim["step"])
             if "streaming.last_clipped" in optim:
                 self.last_clipped = bool(int(optim["streaming.last_clipped"]))
+        if self.node:
+            self.node.filled()
 
     def close(self) -> None:
         try:

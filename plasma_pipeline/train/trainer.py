@@ -196,7 +196,7 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
             h.result()
         in_flight.clear()
         st = {"step": step, "data": loader.state_dict(), "rng": ckpt.rng_state(), "config": cfg.to_dict()}
-        if background and hasattr(engine, "snapshot_units"):
+        if background and getattr(engine, "can_snapshot", False):
             in_flight.append(ckpt.save_checkpoint_async(out, step, engine, st, mcfg.to_dict(), cfg.keep_last))
             return None
         return ckpt.save_checkpoint(out, step, engine.state_dict(), engine.optimizer_state_dict(), st,
@@ -247,6 +247,8 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
             "resumed_from_step": resumed_from,
             **({"world_size": dp.world} if dp.enabled else {}),
             **({"plan": engine.plan.to_dict()} if getattr(engine, "plan", None) is not None else {}),
+            **({"host_master": engine.host_master, "host_adam_elements": engine.adam_elements}
+               if hasattr(engine, "host_master") else {}),
         }
         reporter.log(summary)
         reporter.final(summary)

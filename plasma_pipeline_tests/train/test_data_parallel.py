@@ -160,3 +160,17 @@ def test_sigterm_stops_every_rank_at_one_checkpoint(tmp_path, shards):
     assert last["event"] == "terminated"
     (step, path), = list_checkpoints(out)
     assert step == last["step"] and verify_checkpoint(path) is None
+
+
+@pytest.mark.slow
+def test_streaming_ranks_of_one_host_share_one_master_and_split_its_adamw(tmp_path, sft_shards):
+    single = train(TrainConfig.from_dict(conf(sft_shards, tmp_path / "single", "streaming")))
+    assert single["host_master"] == "one per process"
+    run = tmp_path / "two"
+    torchrun(tmp_path, conf(sft_shards, run, "streaming"))
+    final = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert final["event"] == "final" and final["host_master"] == "one per node, 2 ranks each step 1/2"
+    # rank 0 stepped half of every unit, not all of it: the node's host AdamW runs once per parameter
+    assert abs(final["host_adam_elements"] - single["host_adam_elements"] / 2) <= 0.01 * single["host_adam_elements"]
+    rel = max(abs(a - b) / abs(b) for (_, a), (_, b) in zip(losses(run), losses(tmp_path / "single")))
+    assert rel < 1e-5, rel
