@@ -12,7 +12,6 @@ from plasma_pipeline.clean.markup.common import (
     PIPE_DELIM_RE,
     Block,
     blank,
-    code_text,
     dedent,
     finish_inline,
     grid_table,
@@ -113,16 +112,6 @@ class Markdown(Directives):
         if "\\" in s:
             s = _MD_ESCAPE_RE.sub(lambda m: m.group(1) or "", s)
         return finish_inline(s, saved)
-
-    def prose(self, parts: list[str] | str, kind: str = "prose") -> None:
-        text = self.inline(parts if isinstance(parts, str) else " ".join(p.strip() for p in parts))
-        if text:
-            self.out.append((kind, text))
-
-    def code(self, lines: list[str]) -> None:
-        text = code_text(lines)
-        if text:
-            self.out.append(("code", text))
 
     @staticmethod
     def _starts_block(line: str) -> bool:

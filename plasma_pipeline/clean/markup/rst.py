@@ -94,7 +94,7 @@ _RST_ESCAPE_RE = re.compile(r"\\(.)|\\$")
 
 class Directives:
     """Directives by name, for both readers (`Rst`, and `Markdown` for MyST fences): what becomes code, prose,
-    a heading, rows, or nothing. The reader gives `parse` (its own markup), `inline`, `prose`, `code`, `rows` and
+    a heading, rows, or nothing. The reader gives `parse` (its own markup), `inline` and
     `sub_reader` (a reader of the same markup writing into another list)."""
 
     out: list[Block]
@@ -106,10 +106,14 @@ class Directives:
         raise NotImplementedError
 
     def prose(self, parts: list[str] | str, kind: str = "prose") -> None:
-        raise NotImplementedError
+        text = self.inline(parts if isinstance(parts, str) else " ".join(p.strip() for p in parts))
+        if text:
+            self.out.append((kind, text))
 
     def code(self, lines: list[str]) -> None:
-        raise NotImplementedError
+        text = code_text(lines)
+        if text:
+            self.out.append(("code", text))
 
     def sub_reader(self, out: list[Block]) -> Directives:
         raise NotImplementedError
@@ -276,16 +280,6 @@ class Rst(Directives):
         if "\\" in s:
             s = _RST_ESCAPE_RE.sub(lambda m: m.group(1) if m.group(1) not in (None, " ") else "", s)
         return finish_inline(s, saved)
-
-    def prose(self, parts: list[str] | str, kind: str = "prose") -> None:
-        text = self.inline(parts if isinstance(parts, str) else " ".join(p.strip() for p in parts))
-        if text:
-            self.out.append((kind, text))
-
-    def code(self, lines: list[str]) -> None:
-        text = code_text(lines)
-        if text:
-            self.out.append(("code", text))
 
     # -- blocks --
     @staticmethod
