@@ -40,7 +40,8 @@ class NodeMaster:
         data, table = base / f"plasma-master-{run}-{node}.f32", base / f"plasma-master-{run}-{node}.done"
         need = 3 * total * 4 + self.local_world * n_units * 8
         if self.local_rank == 0:
-            free = os.statvfs(base).f_bavail * os.statvfs(base).f_frsize
+            fs = os.statvfs(base)
+            free = fs.f_bavail * fs.f_frsize
             if free < need:
                 raise RuntimeError(f"{base} has {free / 2**30:.1f} GiB free; the node's shared host master needs "
                                    f"{need / 2**30:.1f} GiB (set PLASMA_SHM_DIR to a larger tmpfs)")
