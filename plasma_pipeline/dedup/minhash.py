@@ -16,7 +16,6 @@ import itertools
 import os
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 
 _U64 = np.uint64
@@ -38,7 +37,9 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _as_text_series(texts) -> pl.Series:
+def _as_text_series(texts) -> "pl.Series":
+    import polars as pl  # imported on use: the Dagster definitions load without polars (GPU-only hosts)
+
     if isinstance(texts, pa.ChunkedArray | pa.Array):
         s = pl.from_arrow(texts)
     else:

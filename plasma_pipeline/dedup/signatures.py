@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -43,6 +42,8 @@ def slice_signatures(texts: pa.ChunkedArray | pa.Array, cfg: DedupConfig) -> tup
     ex = minhash.sequence_hashes(word_h, n_words)
     wordless = np.flatnonzero(n_words == 0)
     if len(wordless):  # no words (empty, punctuation only): exact key from the stripped text itself
+        import polars as pl
+
         raw = pl.from_arrow(texts.take(pa.array(wordless))).cast(pl.String).fill_null("").str.strip_chars()
         ex[wordless] = raw.hash(seed=cfg.seed).to_numpy().astype(np.uint64)
     return ex, minhash.band_hashes(sig, cfg.bands, cfg.rows), n_sh > 0
