@@ -33,6 +33,7 @@ SEQ = 1024
 PLAN = [
     ("235m", "plasma-1.0-235m", "resident", 32, 0, True, 150, {}),
     ("235m", "plasma-1.0-235m", "streaming", 32, 0, True, 150, {}),
+    ("235m-fp8", "plasma-1.0-235m", "resident", 32, 0, True, 180, {"fp8": True}),
     ("1.2b", "1.2b", "resident", 64, 8, False, 150, {}),
     ("1.2b", "1.2b", "streaming", 64, 8, False, 150, {}),
     ("1.2b-ckpt", "1.2b", "streaming", 64, 8, False, 200, {"checkpoint": True}),

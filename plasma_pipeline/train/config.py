@@ -214,6 +214,9 @@ class TrainConfig:
     AdamW; bounds host memory beyond master + moments."""
     compile: bool = False
     """torch.compile the block function (cuda only)."""
+    fp8: bool = False
+    """Resident engine: the blocks' seven matmuls in fp8 through torchao float8 training (dynamic tensorwise
+    scaling; an optional dependency; GPUs of compute capability 8.9+, emulated on CPU). The LM head stays bf16."""
     gpus: int = 1
     """Data-parallel processes (one GPU each; CPU processes on a CPU device) that the training assets start through
     torchrun; 1 = one process. The global batch stays batch_size (a multiple of gpus), and a run resumes on any
@@ -267,6 +270,9 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
+        if self.fp8 and self.engine != "resident":
+            raise ValueError(f"fp8: only the resident engine has fp8 matmuls; set engine: resident or fp8: false "
+                             f"(engine is {self.engine!r})")
         if not _DEVICE_RE.fullmatch(self.device):
             raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
 

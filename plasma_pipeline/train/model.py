@@ -65,13 +65,13 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
-def _attention_projections(cfg: ModelConfig, x, cos, sin, ln1, wq, wk, wv):
+def _attention_projections(cfg: ModelConfig, x, cos, sin, ln1, wq, wk, wv, linear: Callable = F.linear):
     b, s, _ = x.shape
     hd = cfg.head_dim
     h = rms_norm(x, ln1, cfg.norm_eps)
-    q = F.linear(h, wq).view(b, s, cfg.n_heads, hd).transpose(1, 2)
-    k = F.linear(h, wk).view(b, s, cfg.n_kv_heads, hd).transpose(1, 2)
-    v = F.linear(h, wv).view(b, s, cfg.n_kv_heads, hd).transpose(1, 2)
+    q = linear(h, wq).view(b, s, cfg.n_heads, hd).transpose(1, 2)
+    k = linear(h, wk).view(b, s, cfg.n_kv_heads, hd).transpose(1, 2)
+    v = linear(h, wv).view(b, s, cfg.n_kv_heads, hd).transpose(1, 2)
     return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
 
@@ -83,27 +83,29 @@ def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x[:, :, None].expand(b, kv, n_rep, s, hd).reshape(b, kv * n_rep, s, hd)
 
 
-def _mlp_and_residual(cfg: ModelConfig, x, attn_out, wo, ln2, wg, wu, wd):
-    x = x + F.linear(attn_out, wo)
+def _mlp_and_residual(cfg: ModelConfig, x, attn_out, wo, ln2, wg, wu, wd, linear: Callable = F.linear):
+    x = x + linear(attn_out, wo)
     h = rms_norm(x, ln2, cfg.norm_eps)
-    return x + F.linear(F.silu(F.linear(h, wg)) * F.linear(h, wu), wd)
+    return x + linear(F.silu(linear(h, wg)) * linear(h, wu), wd)
 
 
-def block_forward(cfg: ModelConfig, x, cos, sin, wq, wk, wv, wo, wg, wu, wd, ln1, ln2):
-    """One decoder block over a full causal sequence; tensors in LAYER_KEYS order."""
+def block_forward(cfg: ModelConfig, x, cos, sin, wq, wk, wv, wo, wg, wu, wd, ln1, ln2, linear: Callable = F.linear):
+    """One decoder block over a full causal sequence; tensors in LAYER_KEYS order. linear: F.linear, or the fp8
+    matmul of train/fp8.py."""
     b, s, d = x.shape
-    q, k, v = _attention_projections(cfg, x, cos, sin, ln1, wq, wk, wv)
+    q, k, v = _attention_projections(cfg, x, cos, sin, ln1, wq, wk, wv, linear)
     rep = cfg.n_heads // cfg.n_kv_heads
     o = F.scaled_dot_product_attention(q, _repeat_kv(k, rep), _repeat_kv(v, rep), is_causal=True)
     o = o.transpose(1, 2).reshape(b, s, d)
-    return _mlp_and_residual(cfg, x, o, wo, ln2, wg, wu, wd)
+    return _mlp_and_residual(cfg, x, o, wo, ln2, wg, wu, wd, linear)
 
 
-def make_block_fn(cfg: ModelConfig, compile: bool = False) -> Callable:
-    """block_forward bound to a shape; optionally torch.compile'd once and shared by all layers."""
+def make_block_fn(cfg: ModelConfig, compile: bool = False, linear: Callable | None = None) -> Callable:
+    """block_forward bound to a shape (and a matmul); optionally torch.compile'd once and shared by all layers."""
+    linear = linear or F.linear
 
     def fn(x, cos, sin, *params):
-        return block_forward(cfg, x, cos, sin, *params)
+        return block_forward(cfg, x, cos, sin, *params, linear=linear)
 
     if compile:
         return torch.compile(fn, dynamic=False)
@@ -279,10 +281,11 @@ class Inner(nn.Module):
 class Transformer(nn.Module):
     """The decoder as an nn.Module; `state_dict()` keys are HF LlamaForCausalLM's."""
 
-    def __init__(self, cfg: ModelConfig, compile_blocks: bool = False, recompute: bool = False):
+    def __init__(self, cfg: ModelConfig, compile_blocks: bool = False, recompute: bool = False,
+                 linear: Callable | None = None):
         super().__init__()
         self.cfg = cfg
-        self.model = Inner(cfg, make_block_fn(cfg, compile_blocks))
+        self.model = Inner(cfg, make_block_fn(cfg, compile_blocks, linear))
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.tie_weights()
         self.recompute = recompute

@@ -18,8 +18,15 @@ class ResidentEngine:
     def __init__(self, mcfg: ModelConfig, tcfg: TrainConfig, device: torch.device, dtype: torch.dtype,
                  weights: dict[str, torch.Tensor] | None = None):
         self.cfg, self.tcfg, self.device, self.dtype = mcfg, tcfg, device, dtype
+        linear = None
+        if tcfg.fp8:
+            from plasma_pipeline.train.fp8 import check_fp8_device, float8_linear
+
+            check_fp8_device(device)
+            linear = float8_linear(emulate=device.type != "cuda")
         self.model = build_model(mcfg, device=device, state_dict=weights, seed=tcfg.seed,
-                                 compile_blocks=tcfg.compile and device.type == "cuda", recompute=tcfg.recompute)
+                                 compile_blocks=tcfg.compile and device.type == "cuda", recompute=tcfg.recompute,
+                                 linear=linear)
         self.names = {id(p): n for n, p in self.model.named_parameters()}
         params = list(self.model.parameters())  # tied weights appear once
         self.params = params
