@@ -48,6 +48,11 @@ PLAN = [
     ("9.3b", "9.3b", "streaming", 96, 0, True, 420, {}),
     ("llama3-8b", "llama3-8b", "streaming", 96, 0, True, 420, {}),
     ("fsdp", "1.2b", "fsdp2_offload", 64, 0, False, 180, {}),
+    # DeepSpeed's micro-batch: 8 and 16 sequences at 1.2b (the best is kept), then the better one at 2.4b.
+    ("ds-1.2b", "1.2b", "deepspeed_zero3", 64, 8, False, 300, {}),
+    ("ds-1.2b", "1.2b", "deepspeed_zero3", 64, 16, False, 300, {}),
+    ("ds-2.4b", "2.4b", "deepspeed_zero3", 64, 16, False, 360, {}),
+    ("2.4b", "2.4b", "streaming", 64, 0, True, 200, {}),
     ("1.2b-ac", "1.2b", "resident_recompute", 64, 8, False, 150, {}),
     ("1.2b-rc", "1.2b", "streaming", 64, 8, False, 150, {"activations": "recompute"}),
 ]
@@ -182,6 +187,82 @@ class _FSDPEngine:
             dist.destroy_process_group()
 
 
+class _DeepSpeedEngine:
+    """DeepSpeed ZeRO-3 with parameters and optimizer state offloaded to pinned CPU memory (DeepSpeedCPUAdam, which
+    DeepSpeed JIT-builds on the device), bf16, activation checkpointing: the MegaTrain paper's peer. It runs
+    transformers' LlamaForCausalLM of the same shape, not our model: ZeRO-3 gathers a module's parameters in that
+    module's forward hooks, and our blocks are functions of their weights (the children's forwards never run).
+    AdamW's weight decay goes to every parameter (DeepSpeed's optimizer block has no parameter groups)."""
+
+    def __init__(self, mcfg, tcfg, device, dtype):
+        import deepspeed
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        from plasma_pipeline.infer.export_hf import hf_config
+
+        for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                     "MASTER_PORT": "29519"}.items():
+            os.environ.setdefault(k, v)
+        deepspeed.init_distributed(dist_backend="nccl")
+        micro = tcfg.micro_batch or tcfg.batch_size
+        self.config = {
+            "train_micro_batch_size_per_gpu": micro,
+            "gradient_accumulation_steps": tcfg.batch_size // micro,
+            "gradient_clipping": tcfg.grad_clip,
+            "bf16": {"enabled": True},
+            "optimizer": {"type": "AdamW", "params": {"lr": tcfg.lr, "betas": [tcfg.beta1, tcfg.beta2],
+                                                      "eps": tcfg.eps, "weight_decay": tcfg.weight_decay}},
+            "zero_optimization": {
+                "stage": 3,
+                "offload_param": {"device": "cpu", "pin_memory": True},
+                "offload_optimizer": {"device": "cpu", "pin_memory": True},
+                "overlap_comm": True, "contiguous_gradients": True,
+                "reduce_bucket_size": 5e8, "stage3_prefetch_bucket_size": 5e8,
+                "stage3_param_persistence_threshold": 1e6, "stage3_max_live_parameters": 2e9,
+                "stage3_max_reuse_distance": 2e9,
+            },
+            "wall_clock_breakdown": False, "steps_per_print": 1 << 30,
+        }
+        hf = {**hf_config(mcfg, "bfloat16"), "use_cache": False}
+        with deepspeed.zero.Init(config_dict_or_path=self.config):
+            model = LlamaForCausalLM(LlamaConfig(**hf))
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=self.config)
+        self.micro, self.device, self.dtype, self.tcfg = micro, device, dtype, tcfg
+        self.step = 0
+
+    def train_step(self, batch, lr):
+        import torch
+        import torch.nn.functional as F
+
+        from plasma_pipeline.train.engine import StepStats
+
+        t0 = time.perf_counter()
+        for g in self.engine.optimizer.param_groups:
+            g["lr"] = lr
+        total = 0.0
+        for i in range(0, batch.inputs.shape[0], self.micro):
+            ids = batch.inputs[i:i + self.micro].to(self.device, non_blocking=True)
+            tgt = batch.targets[i:i + self.micro].to(self.device, non_blocking=True)
+            logits = self.engine(input_ids=ids).logits
+            # DeepSpeed divides by gradient_accumulation_steps itself: a per-micro mean gives the batch mean.
+            loss = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten())
+            self.engine.backward(loss)
+            self.engine.step()
+            total += float(loss.item()) / (batch.inputs.shape[0] // self.micro)
+        self.step += 1
+        norm = self.engine.get_global_grad_norm()
+        wall = time.perf_counter() - t0
+        return StepStats(loss=total, grad_norm=float(norm or 0.0), wall_s=wall, compute_s=wall, extra={})
+
+    def close(self):
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def worker_bench(spec: dict) -> dict:
     import torch
 
@@ -205,8 +286,12 @@ def worker_bench(spec: dict) -> dict:
     mcfg = cfg.model_config()
     if spec["variant"] == "fsdp2_offload" and device.type != "cuda":
         return {**spec, "error": "skipped: CPUOffloadPolicy needs cuda"}
+    if spec["variant"] == "deepspeed_zero3" and device.type != "cuda":
+        return {**spec, "error": "skipped: DeepSpeed ZeRO-3 offload needs cuda"}
     if spec["variant"] == "fsdp2_offload":
         engine = _FSDPEngine(mcfg, cfg, device, dtype)
+    elif spec["variant"] == "deepspeed_zero3":
+        engine = _DeepSpeedEngine(mcfg, cfg, device, dtype)
     else:
         engine = build_engine(cfg, mcfg, device, dtype, seq_len=seq)
     plan = getattr(engine, "plan", None)

@@ -1,0 +1,216 @@
+"""Checks on a trained base model's own token shards (the real run of recipes/gpu.yaml), on the GPU.
+
+    python benchmarks/real_run_checks.py hf  --recipe recipes/gpu.yaml --out $OUT/hf.json
+    python benchmarks/real_run_checks.py fp8 --recipe recipes/gpu.yaml --steps 200 --out $OUT/fp8.json
+    python benchmarks/real_run_checks.py hf  --recipe recipes/default.yaml --steps 20     # CPU smoke run
+
+hf: transformers' LlamaForCausalLM of the same shape, trained with the base_model version's own run settings
+(its run.json: steps, batch, micro-batch, LR schedule, AdamW betas/eps/decay groups, clipping, seed and so the
+batch order) on the same shards, against the losses that version logged (metrics.jsonl) at the same steps and
+its val loss on the same fixed val sample. Same batches, so the per-step losses compare directly. The inits differ
+(each model's own: HF's normal(0, initializer_range) against ours).
+fp8: our resident engine for --steps steps in bf16, then with fp8: true, same shards, order and settings: the
+final loss (mean of the last 10% of steps) and tokens/s of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from plasma_pipeline.train.config import TrainConfig  # noqa: E402
+from plasma_pipeline.train.data import TokenLoader, val_batches  # noqa: E402
+from plasma_pipeline.train.optim import lr_at, torch_adamw  # noqa: E402
+
+
+def base_model_run(recipe_path: str, run_dir: str = "") -> tuple[TrainConfig, list[dict], Path]:
+    """The base_model's TrainConfig, metrics records and directory: the store's current version, or run_dir
+    (its run.json and metrics.jsonl, copied from another machine; data_dir is then found under this store)."""
+    from plasma_pipeline.defs.common import store_for
+    from plasma_pipeline.recipe import load_recipe
+
+    store = store_for(load_recipe(recipe_path))
+    path = Path(run_dir) if run_dir else store.current("base_model").path
+    run = json.loads((path / "run.json").read_text())
+    data = Path(run["data_dir"])
+    if not data.exists():  # trained elsewhere: the same version of the shards, under this machine's store root
+        root = Path(store.root)
+        data = root / Path(*data.parts[data.parts.index(root.name) + 1:])
+    cfg = TrainConfig.from_dict({**run, "data_dir": str(data)})
+    metrics = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return cfg, metrics, path
+
+
+def _device_dtype(cfg: TrainConfig):
+    device = torch.device("cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
+    return device, (torch.bfloat16 if device.type == "cuda" else torch.float32)
+
+
+def _micro(batch, micro: int):
+    n = batch.inputs.shape[0]
+    step = micro or n
+    for i in range(0, n, step):
+        m = None if batch.mask is None else batch.mask[i:i + step]
+        yield batch.inputs[i:i + step], batch.targets[i:i + step], m
+
+
+def _ce_sum(logits, tgt, mask):
+    loss = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), reduction="none")
+    return loss.sum() if mask is None else (loss * mask.flatten()).sum()
+
+
+def train_hf(cfg: TrainConfig, steps: int, log_steps: set[int], compile_model: bool) -> dict:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from plasma_pipeline.infer.export_hf import hf_config
+
+    device, dtype = _device_dtype(cfg)
+    mcfg = cfg.model_config()
+    torch.manual_seed(cfg.seed)
+    model = LlamaForCausalLM(LlamaConfig(**{**hf_config(mcfg), "use_cache": False})).to(device)
+    params = list(model.parameters())
+    opt = torch_adamw([p for p in params if p.dim() >= 2], [p for p in params if p.dim() < 2], lr=cfg.lr,
+                      betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay,
+                      fused=device.type == "cuda")
+    fwd = torch.compile(model) if compile_model and device.type == "cuda" else model
+    loader = TokenLoader(cfg.data_dir, cfg.batch_size, cfg.seed)
+    losses, times = {}, []
+    for step in range(1, steps + 1):
+        t0 = time.perf_counter()
+        batch = loader.next_batch()
+        lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps if steps == cfg.steps else steps, cfg.min_lr_ratio)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        n_targets = max(1, batch.n_targets)
+        total = torch.zeros((), device=device)
+        for ids, tgt, mask in _micro(batch, cfg.micro_batch):
+            ids, tgt = ids.to(device), tgt.to(device)
+            mask = None if mask is None else mask.to(device)
+            with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+                logits = fwd(input_ids=ids).logits
+            loss = _ce_sum(logits, tgt, mask) / n_targets
+            loss.backward()
+            total += loss.detach()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step in log_steps or step == steps:
+            losses[step] = float(total.item())
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    val = {}
+    model.eval()
+    with torch.no_grad():
+        per: dict[str, list[tuple[float, int]]] = {}
+        for b in val_batches(cfg.data_dir, cfg.batch_size, cfg.val_batches):
+            n_t = max(1, b.n_targets)
+            s = 0.0
+            for ids, tgt, mask in _micro(b, cfg.micro_batch):
+                with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+                    logits = model(input_ids=ids.to(device)).logits
+                s += float(_ce_sum(logits, tgt.to(device), None if mask is None else mask.to(device))) / n_t
+            per.setdefault(b.domain, []).append((s, b.inputs.shape[0]))
+        total_rows = sum(n for v in per.values() for _, n in v)
+        val["val_loss"] = sum(x * n for v in per.values() for x, n in v) / max(1, total_rows)
+        for d, v in sorted(per.items()):
+            val[f"val_loss/{d}"] = sum(x * n for x, n in v) / sum(n for _, n in v)
+    tokens = batch.inputs.numel()
+    timed = times[min(len(times) - 1, 20):]
+    return {"losses": losses, **val, "tokens_per_s": round(tokens / statistics.median(timed), 1),
+            "wall_s": round(sum(times), 1), "n_params": sum(p.numel() for p in params)}
+
+
+def cmd_hf(args) -> dict:
+    cfg, metrics, path = base_model_run(args.recipe, args.run_dir)
+    ours = {int(r["step"]): float(r["loss"]) for r in metrics if "loss" in r and r.get("step") is not None}
+    steps = args.steps or cfg.steps
+    ours = {k: v for k, v in ours.items() if k <= steps}
+    hf = train_hf(cfg, steps, set(ours), compile_model=not args.no_compile)
+    common = sorted(set(ours) & set(hf["losses"]))
+    tail = common[-max(1, len(common) // 10):]
+    ours_tail = statistics.mean(ours[s] for s in tail)
+    hf_tail = statistics.mean(hf["losses"][s] for s in tail)
+    final = [r for r in metrics if r.get("event") == "final"]
+    ours_val = {k: v for k, v in (final[-1] if final else {}).items() if k.startswith("val_loss")}
+    out = {"kind": "hf_compare", "model_version": path.name, "steps": steps, "batch_size": cfg.batch_size,
+           "lr": cfg.lr, "compared_steps": common, "ours_loss": {s: ours[s] for s in common},
+           "hf_loss": {s: hf["losses"][s] for s in common}, "ours_tail_loss": round(ours_tail, 4),
+           "hf_tail_loss": round(hf_tail, 4), "tail_steps": tail,
+           "ours_val": ours_val if steps == cfg.steps else None,
+           "hf_val": {k: round(v, 4) for k, v in hf.items() if k.startswith("val_loss")},
+           "hf_tokens_per_s": hf["tokens_per_s"], "hf_wall_s": hf["wall_s"], "hf_n_params": hf["n_params"],
+           "ours_no_worse": ours_tail <= hf_tail * 1.0 + 1e-9}
+    if ours_val.get("val_loss") is not None and steps == cfg.steps:
+        out["ours_val_no_worse"] = ours_val["val_loss"] <= out["hf_val"]["val_loss"]
+    return out
+
+
+def train_ours(cfg: TrainConfig, steps: int) -> dict:
+    from plasma_pipeline.train.trainer import build_engine
+
+    device, dtype = _device_dtype(cfg)
+    mcfg = cfg.model_config()
+    engine = build_engine(cfg, mcfg, device, dtype)
+    loader = TokenLoader(cfg.data_dir, cfg.batch_size, cfg.seed)
+    losses, times = [], []
+    for step in range(1, steps + 1):
+        batch = loader.next_batch()
+        st = engine.train_step(batch, lr_at(step, cfg.lr, cfg.warmup, steps, cfg.min_lr_ratio))
+        losses.append(st.loss)
+        times.append(st.wall_s)
+    engine.close()
+    tokens = batch.inputs.numel()
+    timed = times[min(len(times) - 1, 20):]
+    return {"losses": [round(x, 4) for x in losses], "tokens_per_s": round(tokens / statistics.median(timed), 1),
+            "final_loss": round(statistics.mean(losses[-max(1, steps // 10):]), 4)}
+
+
+def cmd_fp8(args) -> dict:
+    cfg, _, path = base_model_run(args.recipe, args.run_dir)
+    steps = args.steps
+    runs = {}
+    for name, fp8 in (("bf16", False), ("fp8", True)):
+        c = TrainConfig.from_dict({**cfg.to_dict(), "engine": "resident", "fp8": fp8, "steps": steps,
+                                   "gpus": 1})
+        runs[name] = train_ours(c, steps)
+    rel = (runs["fp8"]["final_loss"] - runs["bf16"]["final_loss"]) / runs["bf16"]["final_loss"]
+    return {"kind": "fp8_check", "data_of": path.name, "steps": steps, **{f"{k}_{m}": v[m] for k, v in runs.items()
+            for m in ("final_loss", "tokens_per_s")}, "fp8_speedup": round(runs["fp8"]["tokens_per_s"]
+            / runs["bf16"]["tokens_per_s"], 3), "final_loss_rel_diff": round(rel, 5),
+            "within_1pct": abs(rel) <= 0.01, "losses": {k: v["losses"] for k, v in runs.items()}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["hf", "fp8"])
+    ap.add_argument("--recipe", default="recipes/gpu.yaml")
+    ap.add_argument("--steps", type=int, default=0, help="hf: the run's own steps (0); fp8: default 200")
+    ap.add_argument("--no-compile", action="store_true", help="hf: eager LlamaForCausalLM")
+    ap.add_argument("--run-dir", default="", help="run.json + metrics.jsonl of a base_model trained elsewhere")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    if args.what == "fp8" and not args.steps:
+        args.steps = 200
+    out = cmd_hf(args) if args.what == "hf" else cmd_fp8(args)
+    text = json.dumps(out, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    short = {k: v for k, v in out.items() if k not in ("losses", "ours_loss", "hf_loss", "compared_steps")}
+    print(json.dumps(short, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
