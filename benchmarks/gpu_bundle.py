@@ -5,8 +5,8 @@
 The device machine takes a working tree of at most 64 MiB, so the data stages run here (through Dagster, the
 same `plasma materialize`) and the bundle carries the store's bookkeeping for every asset (CURRENT, history,
 manifests: the evaluation reads each stage's counts from them), the shard files of the assets the training
-and evaluation steps read, and the offline source files the evaluation's prompt battery opens (found by
-watching which files it opens, not by a list kept by hand).
+and evaluation steps read, the offline source files the recipe names (the definitions check at load that they
+exist) and any other file the evaluation's prompt battery opens (found by watching what it opens).
 """
 
 from __future__ import annotations
@@ -33,6 +33,20 @@ def store_files(root: Path) -> list[Path]:
         asset = p.relative_to(root).parts[0]
         if asset in DATA_FOR_GPU or p.stat().st_size <= BOOKKEEPING_MAX_BYTES and p.suffix != ".parquet":
             out.append(p)
+    return out
+
+
+def offline_source_files(recipe) -> list[Path]:
+    """Every file the recipe's offline sources need to exist: the definitions check them when they load."""
+    from plasma_pipeline.collect.offline import required_paths
+
+    out = []
+    for src in recipe.sources.values():
+        if getattr(src.collect, "kind", None) != "offline":
+            continue
+        for p in required_paths(src.collect):
+            if p.is_relative_to(ROOT):  # the code corpus is this Python's stdlib: the other machine has its own
+                out += [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
     return out
 
 
@@ -66,7 +80,7 @@ def main() -> int:
         if not (root / asset).exists():
             raise SystemExit(f"{root / asset}: missing; materialize the data stages first "
                              f"(plasma --recipe {args.recipe} materialize --select '*pretrain_shards' '*sft_shards')")
-    files = store_files(root) + eval_source_files(recipe)
+    files = list(dict.fromkeys(store_files(root) + offline_source_files(recipe) + eval_source_files(recipe)))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

@@ -88,7 +88,7 @@ def train_hf(cfg: TrainConfig, steps: int, log_steps: set[int], compile_model: b
     for step in range(1, steps + 1):
         t0 = time.perf_counter()
         batch = loader.next_batch()
-        lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps if steps == cfg.steps else steps, cfg.min_lr_ratio)
+        lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)  # the run's schedule, also for a prefix
         for g in opt.param_groups:
             g["lr"] = lr
         n_targets = max(1, batch.n_targets)

@@ -224,9 +224,10 @@ class _DeepSpeedEngine:
             },
             "wall_clock_breakdown": False, "steps_per_print": 1 << 30,
         }
-        hf = {**hf_config(mcfg, "bfloat16"), "use_cache": False}
-        with deepspeed.zero.Init(config_dict_or_path=self.config):
-            model = LlamaForCausalLM(LlamaConfig(**hf))
+        # Built whole in host memory, then partitioned by deepspeed.initialize: transformers' init indexes the
+        # embedding's padding row, which a zero.Init-partitioned (empty) weight does not have.
+        hf = {**hf_config(mcfg, "float32"), "use_cache": False}
+        model = LlamaForCausalLM(LlamaConfig(**hf))
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=self.config)
         self.micro, self.device, self.dtype, self.tcfg = micro, device, dtype, tcfg
