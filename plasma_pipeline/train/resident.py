@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -12,6 +13,17 @@ from plasma_pipeline.train.distributed import all_reduce_sum_, world_size
 from plasma_pipeline.train.engine import StepStats, autocast_ctx, split_batch, to_device
 from plasma_pipeline.train.model import build_model
 from plasma_pipeline.train.optim import torch_adamw
+
+
+class _LossForward(torch.nn.Module):
+    """The model with its training loss as forward(): the module DDP wraps."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, ids, tgt, mask, n_targets: int, dtype):
+        return self.inner.loss(ids, tgt, mask, n_targets, dtype)
 
 
 class ResidentEngine:
@@ -29,6 +41,15 @@ class ResidentEngine:
                                  linear=linear)
         self.names = {id(p): n for n, p in self.model.named_parameters()}
         params = list(self.model.parameters())  # tied weights appear once
+        # Data parallel: DDP (the model fits one GPU: that is this engine), whose bucketed all-reduce overlaps
+        # backward. It runs the forward through a module that returns the loss, as DDP's hooks need.
+        self.ddp, self.data_parallel = None, None
+        if world_size() > 1:
+            self.data_parallel = "ddp"
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(_LossForward(self.model), broadcast_buffers=False,
+                                               device_ids=[device.index] if device.type == "cuda" else None)
         self.params = params
         self.opt = torch_adamw([p for p in params if p.dim() >= 2], [p for p in params if p.dim() < 2],
                                lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2), eps=tcfg.eps,
@@ -41,17 +62,22 @@ class ResidentEngine:
             g["lr"] = lr
         n_targets = max(1, batch.n_targets)
         total = torch.zeros((), device=self.device)
-        for ids, tgt, mask in to_device(split_batch(batch, self.tcfg.micro_batch), self.device):
-            with autocast_ctx(self.device, self.dtype):
-                loss = self.model.loss(ids, tgt, mask, n_targets, self.dtype)
-            loss.backward()
+        chunks = list(split_batch(batch, self.tcfg.micro_batch))
+        for i, (ids, tgt, mask) in enumerate(to_device(chunks, self.device)):
+            if self.ddp is None:
+                with autocast_ctx(self.device, self.dtype):
+                    loss = self.model.loss(ids, tgt, mask, n_targets, self.dtype)
+                loss.backward()
+            else:
+                # Each rank's loss is over the global target count, so the global gradient is the sum over
+                # ranks; DDP averages, hence the factor. Only the last micro-batch's backward all-reduces.
+                with self.ddp.no_sync() if i < len(chunks) - 1 else contextlib.nullcontext():
+                    with autocast_ctx(self.device, self.dtype):
+                        loss = self.ddp(ids, tgt, mask, n_targets, self.dtype)
+                    (loss * world_size()).backward()
             total += loss.detach()
-        # Data parallel: each rank's loss is over the global target count, so the sum is the global gradient.
-        if world_size() > 1:
-            for p in self.params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            all_reduce_sum_([p.grad for p in self.params] + [total])
+        if self.ddp is not None:
+            all_reduce_sum_([total])
         if self.tcfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.tcfg.grad_clip)
         else:

@@ -34,7 +34,7 @@ import torch
 
 from plasma_pipeline.train.config import ModelConfig, TrainConfig
 from plasma_pipeline.train.data import Batch
-from plasma_pipeline.train.distributed import all_reduce_sum_
+from plasma_pipeline.train.distributed import all_reduce_sum_, world_size
 from plasma_pipeline.train.engine import StepStats, autocast_ctx, split_batch, to_device
 from plasma_pipeline.train.host_rings import GradPipe, PinnedRing, pinned_empty
 from plasma_pipeline.train.node_master import NodeMaster, local_world
@@ -107,6 +107,8 @@ class StreamingEngine:
         self.adam_elements = 0  # parameters this process has stepped with the host AdamW (all steps)
         self.host_master = (f"one per node, {self.node.local_world} ranks each step 1/{self.node.local_world}"
                             if self.node else "one per process")
+        # Each unit's gradient is all-reduced before the host AdamW sees it (DDP's hooks do not fit streamed units).
+        self.data_parallel = "per-unit all-reduce" if world_size() > 1 else None
         self.master, self.exp_avg, self.exp_avg_sq = [], [], []
         off = 0
         for ui, spec in enumerate(self.specs):

@@ -245,7 +245,7 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
             "peak_flops": peak_flops(device, dtype), "host_peak_rss_gb": round(rss_peak / 2**30, 3),
             "gpu_peak_gb": None if gpu is None else round(gpu / 2**30, 3),
             "resumed_from_step": resumed_from,
-            **({"world_size": dp.world} if dp.enabled else {}),
+            **({"world_size": dp.world, "data_parallel": getattr(engine, "data_parallel", None)} if dp.enabled else {}),
             **({"plan": engine.plan.to_dict()} if getattr(engine, "plan", None) is not None else {}),
             **({"host_master": engine.host_master, "host_adam_elements": engine.adam_elements}
                if hasattr(engine, "host_master") else {}),

@@ -100,6 +100,7 @@ def test_gpus_in_the_run_config_launches_torchrun_through_pipes(tmp_path, shards
     assert res.success
     meta = res.asset_materializations_for_node("base_model")[0].metadata
     assert meta["world_size"].value == 2 and meta["step"].value == 3
+    assert meta["data_parallel"].value == "ddp"  # the resident engine under torchrun is DDP, not a hand-rolled reduce
     assert [m["step"] for m in seen["messages"] if isinstance(m, dict) and "loss" in m] == [1, 2, 3]
 
     bad = {**c, "out_dir": str(tmp_path / "bad"), "model_overrides": {"n_layers": -1}}
