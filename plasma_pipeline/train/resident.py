@@ -49,7 +49,7 @@ class ResidentEngine:
             from torch.nn.parallel import DistributedDataParallel
 
             self.ddp = DistributedDataParallel(_LossForward(self.model), broadcast_buffers=False,
-                                               device_ids=[device.index] if device.type == "cuda" else None)
+                                               device_ids=[device.index] if device.index is not None else None)
         self.params = params
         self.opt = torch_adamw([p for p in params if p.dim() >= 2], [p for p in params if p.dim() < 2],
                                lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2), eps=tcfg.eps,
