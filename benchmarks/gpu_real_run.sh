@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The real run's GPU steps through Dagster on a machine with a GPU and no corpus (the lent H200):
-#   python benchmarks/gpu_bundle.py --recipe recipes/gpu.yaml      # here: the data stages' output, packed
+#   python benchmarks/gpu_bundle.py pack --recipe recipes/gpu.yaml  # here: the data stages' output, packed
 #   bash benchmarks/gpu_real_run.sh recipes/gpu.yaml OUTDIR          # there, with .whl/ (Dagster etc.) and .gpucarry/
 # Installs the carried wheels, unpacks the bundle, then `dagster asset materialize` runs base_model (pretrain),
 # chat_model (SFT) and evaluation: the same definitions and assets as `plasma materialize`, on the GPU.
@@ -12,7 +12,7 @@ if [ -d .whl ] && [ -z "${NO_CARRIED_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
 fi
-tar -xJf .gpucarry/bundle.tar.xz
+python3 benchmarks/gpu_bundle.py unpack --recipe "$recipe" --bundle .gpucarry/bundle.tar.gz
 export DAGSTER_HOME=${DAGSTER_HOME:-/tmp/dagster_home} PLASMA_RECIPE=$recipe PYTHONUNBUFFERED=1
 mkdir -p "$DAGSTER_HOME" && cp dagster.yaml "$DAGSTER_HOME/"
 t0=$(date +%s)

@@ -342,3 +342,46 @@ def test_the_eval_battery_is_held_out_of_the_pretrain_and_sft_data(pipeline):
     assert sum(v for k, v in ins["stats"].items() if k.startswith("from_source/")) == ins["stats"]["kept"]
     sft = _manifest(pipeline, "sft_shards", _current(pipeline, "sft_shards"))
     assert sft["inputs"]["instructions"] == ins["version"]
+
+
+def test_the_gpu_steps_run_from_a_bundle_in_a_checkout_without_the_corpus(pipeline, tmp_path):
+    """benchmarks/gpu_bundle.py, the real run's way onto a GPU host that has no corpus: in a checkout with no data/
+    and a store at another path, the definitions refuse to load until the bundle is unpacked, then base_model
+    trains from the bundle alone through the Dagster CLI."""
+    import shutil
+
+    def py(*args, **kw):
+        return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=600, **kw)
+
+    bundle = tmp_path / "bundle.tar.gz"
+    p = py(REPO_ROOT / "benchmarks" / "gpu_bundle.py", "pack", "--recipe", pipeline["recipe"], "--out", bundle,
+           env=pipeline["env"], cwd=REPO_ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+
+    tree = tmp_path / "tree"
+    shutil.copytree(REPO_ROOT / "plasma_pipeline", tree / "plasma_pipeline",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tree / "benchmarks").mkdir()
+    shutil.copy2(REPO_ROOT / "benchmarks" / "gpu_bundle.py", tree / "benchmarks")
+    raw = yaml.safe_load(pipeline["recipe"].read_text())
+    raw["store"]["root"] = str(tmp_path / "store2")
+    recipe = tmp_path / "gpu-host.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy2(REPO_ROOT / "dagster.yaml", home)
+    env = {**pipeline["env"], "PYTHONPATH": str(tree), "PLASMA_RECIPE": str(recipe), "DAGSTER_HOME": str(home)}
+
+    p = py("-c", "import plasma_pipeline.definitions", env=env, cwd=tree)
+    assert p.returncode != 0 and "offline corpus" in p.stderr and str(tree) in p.stderr, p.stderr[-2000:]
+
+    p = py(tree / "benchmarks" / "gpu_bundle.py", "unpack", "--recipe", recipe, "--bundle", bundle, env=env, cwd=tree)
+    assert p.returncode == 0, p.stderr[-3000:]
+    proc = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "plasma_pipeline.definitions",
+                           "--select", "base_model"], env=env, cwd=tree, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    version = (tmp_path / "store2" / "base_model" / "CURRENT").read_text().strip()
+    run = json.loads((tmp_path / "store2" / "base_model" / "versions" / version / "run.json").read_text())
+    shards = (tmp_path / "store2" / "pretrain_shards" / "CURRENT").read_text().strip()
+    assert run["data_dir"] == str(tmp_path / "store2" / "pretrain_shards" / "versions" / shards)
+    assert shards == (pipeline["store"] / "pretrain_shards" / "CURRENT").read_text().strip()
