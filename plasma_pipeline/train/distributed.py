@@ -93,6 +93,14 @@ class DataParallel:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """t summed over ranks (a copy, on t's device; the collective runs where the backend wants it)."""
+        if not self.enabled:
+            return t
+        x = t.to(self._flag_device(), copy=True)
+        dist.all_reduce(x)
+        return x.to(t.device)
+
     def broadcast(self, obj):
         """Rank 0's obj on every rank (picklable)."""
         if not self.enabled:

@@ -83,18 +83,25 @@ class _SigtermFlag:
             signal.signal(sig, prev)
 
 
-def evaluate(engine, batches) -> dict | None:
-    """{"val_loss": mean over every sampled row, "val_loss/<domain>": mean per domain}; None without val data."""
+def evaluate(engine, batches, dp: distributed.DataParallel | None = None) -> dict | None:
+    """{"val_loss": mean over every sampled row, "val_loss/<domain>": mean per domain}; None without val data.
+    Under data parallel each rank scores every world-th batch and the per-domain sums are added over ranks:
+    every rank gets the single-process numbers for 1/N of the work."""
     if not batches:
         return None
-    per: dict[str, list[tuple[float, int]]] = {}
-    for b in batches:
-        per.setdefault(b.domain, []).append((engine.eval_loss(b), b.inputs.shape[0]))
-    total = sum(n for v in per.values() for _, n in v)
-    out = {"val_loss": sum(loss * n for v in per.values() for loss, n in v) / total}
-    if len(per) > 1 or "" not in per:
-        for d, v in sorted(per.items()):
-            out[f"val_loss/{d}"] = sum(loss * n for loss, n in v) / sum(n for _, n in v)
+    domains = sorted({b.domain for b in batches})
+    sums = torch.zeros(len(domains), 2, dtype=torch.float64)  # (loss x rows, rows) per domain
+    mine = batches if dp is None or not dp.enabled else batches[dp.rank::dp.world]
+    for b in mine:
+        i = domains.index(b.domain)
+        sums[i, 0] += engine.eval_loss(b) * b.inputs.shape[0]
+        sums[i, 1] += b.inputs.shape[0]
+    if dp is not None and dp.enabled:
+        sums = dp.sum(sums)
+    out = {"val_loss": float(sums[:, 0].sum() / sums[:, 1].sum())}
+    if domains != [""]:
+        for i, d in enumerate(domains):
+            out[f"val_loss/{d}"] = float(sums[i, 0] / sums[i, 1])
     return out
 
 
@@ -217,14 +224,14 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
             if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.steps):
                 reporter.log(step_record(step, stats, lr, tokens_per_step, n_params, device, dtype))
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                reporter.log({"step": step, **(evaluate(engine, vals) or {"val_loss": None})})
+                reporter.log({"step": step, **(evaluate(engine, vals, dp) or {"val_loss": None})})
             if cfg.halt_at_step and step == cfg.halt_at_step and step < cfg.steps:
                 path = save(step)
                 reporter.log({"event": "halted", "step": step, "checkpoint": str(path)})
                 return {"halted": True, "step": step, "checkpoint": str(path)}
             if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
                 save(step, background=cfg.checkpoint_background)
-        val_metrics = evaluate(engine, vals) or {}
+        val_metrics = evaluate(engine, vals, dp) or {}
         val = val_metrics.get("val_loss")
         save(engine.step)
         if not dp.is_main:

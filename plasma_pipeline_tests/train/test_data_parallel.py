@@ -95,12 +95,22 @@ def test_gpus_in_the_run_config_launches_torchrun_through_pipes(tmp_path, shards
         return base_model
 
     seen: dict = {}
-    c = {**conf(shards, tmp_path / "out", "resident"), "steps": 3, "gpus": 2}
+    c = {**conf(shards, tmp_path / "out", "resident"), "steps": 3, "gpus": 2, "val_batches": 2}
     res = dg.materialize([asset_for(c, seen)], resources={"pipes": dg.PipesSubprocessClient()})
     assert res.success
     meta = res.asset_materializations_for_node("base_model")[0].metadata
     assert meta["world_size"].value == 2 and meta["step"].value == 3
     assert meta["data_parallel"].value == "ddp"  # the resident engine under torchrun is DDP, not a hand-rolled reduce
+    # Each rank scored half of the val batches; the summed numbers are the single process's, domain by domain.
+    final = [json.loads(l) for l in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()][-1]
+    single = train(TrainConfig.from_dict({**c, "gpus": 1, "out_dir": str(tmp_path / "single")}))
+    from plasma_pipeline.train.data import val_batches
+
+    assert len(val_batches(shards, c["batch_size"], c["val_batches"])) == 2  # one for each rank
+    val_keys = sorted(k for k in single if k.startswith("val_loss"))
+    assert val_keys == ["val_loss", "val_loss/synthetic"]
+    for k in val_keys:
+        assert abs(final[k] - single[k]) <= 1e-5 * abs(single[k]), (k, final[k], single[k])
     assert [m["step"] for m in seen["messages"] if isinstance(m, dict) and "loss" in m] == [1, 2, 3]
 
     bad = {**c, "out_dir": str(tmp_path / "bad"), "model_overrides": {"n_layers": -1}}
