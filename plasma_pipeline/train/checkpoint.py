@@ -294,8 +294,9 @@ def save_checkpoint_async(out_dir: str | Path, step: int, engine, state: dict, m
     """Save a checkpoint without stopping training, straight from the engine's host memory.
 
     Engines with `snapshot_units()` (streaming) hand over their host tensors unit by unit: the writer takes each
-    unit once that unit's last optimizer step has landed, and the next step's host AdamW on a unit waits only
-    if it catches up with the writer, so no host copy of the model is made. Other engines are saved from
+    unit once that unit's last optimizer step has landed; the next step's host AdamW copies a unit the writer has
+    not reached yet (within the staging budget) and goes on, so only the units still ahead of the writer are
+    ever copied, never the whole model at once unless the budget allows. Other engines are saved from
     state_dict() on the thread. Same layout, hashes and atomic rename as save_checkpoint."""
     handle = AsyncSave()
     snap = engine.snapshot_units() if hasattr(engine, "snapshot_units") else None
@@ -335,6 +336,8 @@ def save_checkpoint_async(out_dir: str | Path, step: int, engine, state: dict, m
             handle.stats["save_s"] = round(time.perf_counter() - t0, 2)
             if snap is not None:
                 handle.stats["adam_gate_wait_s"] = round(snap.gate_wait_s, 3)
+                handle.stats["staged_units"] = snap.staged_units
+                handle.stats["staged_gb"] = round(snap.staged_bytes / 2**30, 3)
             handle._done.set()
 
     threading.Thread(target=work, name=f"checkpoint-{step}", daemon=True).start()

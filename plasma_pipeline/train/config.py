@@ -190,6 +190,9 @@ class TrainConfig:
     checkpoint_background: bool = False
     """Streaming: write periodic (save_every) checkpoints on a thread straight from host memory while training
     goes on (final, halt and SIGTERM saves wait for it and are written in the foreground)."""
+    checkpoint_stage_gb: float = 0.0
+    """Streaming, background checkpoints: host memory for copies of the units the optimizer reaches before the
+    writer does, so the optimizer does not wait for the disk (0 = half of MemAvailable when the save starts)."""
     keep_last: int = 2
     """Checkpoints kept on disk; older ones are deleted after a successful save."""
     eval_every: int = 0
@@ -261,7 +264,8 @@ class TrainConfig:
                              f"use a multiple of gpus")
         if self.grad_ring_slots < 1:
             raise ValueError(f"grad_ring_slots: must be >= 1, got {self.grad_ring_slots}")
-        for name in ("weight_decay", "grad_clip", "lock_timeout_s", "gpu_memory_gb", "host_memory_gb"):
+        for name in ("weight_decay", "grad_clip", "lock_timeout_s", "gpu_memory_gb", "host_memory_gb",
+                     "checkpoint_stage_gb"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name}: must be a finite number >= 0, got {v}")

@@ -654,10 +654,11 @@ class StreamingEngine:
         return out
 
     def snapshot_units(self) -> "_Snapshot":
-        """The host state as of now, handed to a checkpoint writer unit by unit without a copy (see _Snapshot)."""
+        """The host state as of now, handed to a checkpoint writer unit by unit; units the optimizer reaches
+        before the writer does are copied first, within checkpoint_stage_gb (see _Snapshot)."""
         if self._snap is not None:
             self._snap.wait_all()
-        self._snap = _Snapshot(self)
+        self._snap = _Snapshot(self, stage_bytes=checkpoint_stage_bytes(self.tcfg.checkpoint_stage_gb))
         return self._snap
 
     @property
@@ -691,33 +692,69 @@ class StreamingEngine:
 
 
 
+def checkpoint_stage_bytes(stage_gb: float) -> int:
+    """Host bytes a background checkpoint may copy: stage_gb, else half of MemAvailable now (0 if unknown)."""
+    if stage_gb > 0:
+        return int(stage_gb * 2**30)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    return 0
+
+
 class _Snapshot:
     """The engine's host tensors as of one step boundary, for a checkpoint writer on another thread.
 
-    take(ui) waits for the optimizer steps of unit ui queued before the snapshot, then returns views of its
-    master and moments; host AdamW steps queued after it wait (wait_released) until the writer release()s
-    that unit. Units go in forward order, the order the optimizer steps them, so the optimizer waits only if
-    it catches up with the writer."""
+    take(ui) waits for the optimizer steps of unit ui queued before the snapshot, then returns its master and
+    moments. A host AdamW step queued after the snapshot that reaches a unit the writer has not taken yet copies
+    that unit first (copy-on-write, within stage_bytes of host memory) and goes on; the writer then writes the
+    copy. Only a unit the writer is in the middle of, or one past the staging budget, makes the optimizer wait
+    (wait_released) until the writer release()s it. Units go in forward order, the order the optimizer steps
+    them."""
 
-    def __init__(self, engine: StreamingEngine):
+    def __init__(self, engine: StreamingEngine, stage_bytes: int = 0):
         self.engine = engine
         self.layout = [list(zip(spec.keys, spec.shapes)) for spec in engine.specs]
         self.scalars = {"step": torch.tensor(engine.step, dtype=torch.int64),
                         "streaming.last_clipped": torch.tensor(int(engine.last_clipped), dtype=torch.int64)}
         self._before = [list(f) if f else [] for f in engine.futures]
-        self._released = [False] * len(engine.specs)
+        n = len(engine.specs)
+        self._released = [False] * n
+        self._writing = [False] * n
+        self._staged: list[tuple | None] = [None] * n
+        self._staging = [False] * n
+        self._stage_left = stage_bytes
         self._cond = threading.Condition()
         self.gate_wait_s = 0.0
+        self.staged_units = 0
+        self.staged_bytes = 0
+
+    def _views(self, ui: int, tensors) -> tuple:
+        spec = self.engine.specs[ui]
+        return tuple(dict(zip(spec.keys, spec.views(t))) for t in tensors)
+
+    def _unit(self, ui: int) -> tuple:
+        e = self.engine
+        return e.master[ui], e.exp_avg[ui], e.exp_avg_sq[ui]
 
     def take(self, ui: int):
         for fut in self._before[ui]:
             fut.result()
-        e, spec = self.engine, self.engine.specs[ui]
-        return tuple(dict(zip(spec.keys, spec.views(t[ui]))) for t in (e.master, e.exp_avg, e.exp_avg_sq))
+        with self._cond:
+            self._cond.wait_for(lambda: not self._staging[ui])
+            if self._staged[ui] is not None:
+                return self._views(ui, self._staged[ui])
+            self._writing[ui] = True
+        return self._views(ui, self._unit(ui))
 
     def release(self, ui: int) -> None:
         with self._cond:
             self._released[ui] = True
+            self._staged[ui] = None  # the copy's memory goes back as soon as it is written
             self._cond.notify_all()
         if all(self._released) and self.engine._snap is self:
             self.engine._snap = None
@@ -730,12 +767,27 @@ class _Snapshot:
     abort = release_all
 
     def wait_released(self, ui: int) -> None:
+        """Called by the host AdamW before it changes unit ui: returns once the snapshot no longer needs the live
+        tensors (written, or copied here)."""
         with self._cond:
-            if self._released[ui]:
+            if self._released[ui] or self._staged[ui] is not None:
                 return
-            t0 = time.perf_counter()
-            self._cond.wait_for(lambda: self._released[ui])
-            self.gate_wait_s += time.perf_counter() - t0
+            nbytes = sum(t.numel() * t.element_size() for t in self._unit(ui))
+            if not self._writing[ui] and not self._staging[ui] and nbytes <= self._stage_left:
+                self._staging[ui] = True
+                self._stage_left -= nbytes
+            else:
+                t0 = time.perf_counter()
+                self._cond.wait_for(lambda: self._released[ui] or self._staged[ui] is not None)
+                self.gate_wait_s += time.perf_counter() - t0
+                return
+        copies = tuple(t.clone() for t in self._unit(ui))  # outside the lock: the writer goes on with other units
+        with self._cond:
+            self._staged[ui] = copies
+            self._staging[ui] = False
+            self.staged_units += 1
+            self.staged_bytes += nbytes
+            self._cond.notify_all()
 
     def wait_all(self) -> None:
         with self._cond:

@@ -122,3 +122,59 @@ def test_background_save_is_the_state_at_its_step(shards, tmp_path):
     assert not torch.equal(weights["model.norm.weight"], e.state_dict()["model.norm.weight"])  # e moved on
     e.close()
     ref.close()
+
+
+def test_the_optimizer_copies_units_the_writer_has_not_reached_instead_of_waiting(shards, tmp_path):
+    """A background save's snapshot taken, then a whole step before the writer starts: every unit is copied on
+    the optimizer's way (it does not wait for the disk), and the checkpoint written afterwards holds the
+    state of the snapshot's step, not the step that ran meanwhile. Without a staging budget the same step
+    waits for the writer (here: it would never start), so it is run on a thread with a deadline."""
+    import threading
+
+    import torch
+
+    from plasma_pipeline.train import checkpoint as ck
+    from plasma_pipeline.train.config import TrainConfig
+    from plasma_pipeline.train.data import TokenLoader
+    from plasma_pipeline.train.streaming import StreamingEngine
+
+    def engine(stage_gb):
+        cfg = TrainConfig(model="toy", data_dir=str(shards), batch_size=4, lr=3e-3, warmup=0, engine="streaming",
+                          device="cpu", checkpoint_stage_gb=stage_gb)
+        e = StreamingEngine(cfg.model_config(), cfg, torch.device("cpu"), torch.float32, seq_len=32)
+        ld = TokenLoader(shards, 4, 0)
+        e.train_step(ld.next_batch(), 1e-3)
+        return e, ld, cfg
+
+    e, ld, cfg = engine(1.0)
+    want_w = {k: v.clone() for k, v in e.state_dict().items()}
+    want_o = {k: v.clone() for k, v in e.optimizer_state_dict().items()}
+    snap = e.snapshot_units()
+    e.train_step(ld.next_batch(), 1e-3)
+    e.sync()  # the step's host AdamW has run on every unit, the writer not at all
+    assert snap.staged_units == len(e.specs) and snap.gate_wait_s == 0.0
+    out = tmp_path / "ckpt"
+    out.mkdir()
+    ck._write_units(snap, out)
+    from safetensors.torch import load_file
+
+    got_w, got_o = load_file(out / "model.safetensors"), load_file(out / "optimizer.safetensors")
+    for k, v in want_w.items():
+        assert torch.equal(got_w[k], v), k
+    for k, v in want_o.items():
+        if k != "step":
+            assert torch.equal(got_o[k], v), k
+    assert int(got_o["step"]) == 1
+    assert not torch.equal(e.state_dict()["model.norm.weight"], want_w["model.norm.weight"])  # it moved on
+    e.close()
+
+    e, ld, cfg = engine(1e-9)  # a budget smaller than any unit: the optimizer must wait for the writer
+    snap = e.snapshot_units()
+    t = threading.Thread(target=lambda: (e.train_step(ld.next_batch(), 1e-3), e.sync()), daemon=True)
+    t.start()
+    t.join(timeout=3)
+    assert t.is_alive() and snap.staged_units == 0  # held at the first unit the writer has not released
+    snap.release_all()
+    t.join(timeout=30)
+    assert not t.is_alive()
+    e.close()
