@@ -60,9 +60,9 @@ def compiled_adamw_available(work_out: bool = True) -> bool:
     """Compile the one-pass host AdamW kernels (inductor C++/OpenMP), with and without the low-precision copy
     out, in that order; False if this box cannot.
 
-    Both are compiled whichever is asked for: that is the sequence measured at 3.1-3.9 Gparam/s on the H200
-    (2026-12-01, run 1); runs that compiled only the kernel without the copy measured 0.6-0.8 Gparam/s, cause
-    not established (see BENCHMARKS.md, Trainer)."""
+    Both are compiled whichever is asked for, in the order of the run measured at 3.1-3.9 Gparam/s on the H200
+    (2026-12-01, run 1). Later runs measured 0.5-0.8 Gparam/s, including run 4 with this very order, so the
+    compile order is not the cause, which is still not established (see BENCHMARKS.md, Trainer)."""
     if not _compiled:
         try:
             n = 4096
