@@ -338,6 +338,7 @@ def save_checkpoint_async(out_dir: str | Path, step: int, engine, state: dict, m
                 handle.stats["adam_gate_wait_s"] = round(snap.gate_wait_s, 3)
                 handle.stats["staged_units"] = snap.staged_units
                 handle.stats["staged_gb"] = round(snap.staged_bytes / 2**30, 3)
+                handle.stats["adam_stage_s"] = round(snap.stage_s, 3)
             handle._done.set()
 
     threading.Thread(target=work, name=f"checkpoint-{step}", daemon=True).start()

@@ -732,6 +732,7 @@ class _Snapshot:
         self.gate_wait_s = 0.0
         self.staged_units = 0
         self.staged_bytes = 0
+        self.stage_s = 0.0  # the optimizer thread's time spent copying units
 
     def _views(self, ui: int, tensors) -> tuple:
         spec = self.engine.specs[ui]
@@ -781,12 +782,14 @@ class _Snapshot:
                 self._cond.wait_for(lambda: self._released[ui] or self._staged[ui] is not None)
                 self.gate_wait_s += time.perf_counter() - t0
                 return
+        t0 = time.perf_counter()
         copies = tuple(t.clone() for t in self._unit(ui))  # outside the lock: the writer goes on with other units
         with self._cond:
             self._staged[ui] = copies
             self._staging[ui] = False
             self.staged_units += 1
             self.staged_bytes += nbytes
+            self.stage_s += time.perf_counter() - t0
             self._cond.notify_all()
 
     def wait_all(self) -> None:
