@@ -30,8 +30,8 @@ def torch_adamw(params_decay, params_no_decay, lr: float, betas, eps: float, wei
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kw)
 
 
-def _fused_adamw_kernel(p, g, m, v, work, decay_mul, scale, one_minus_b1, b2, one_minus_b2, step_size, bc2_sqrt, eps):
-    """One pass over a flat slice: read p, g, m, v; write p, m, v and the low-precision working copy."""
+def _adamw_pass(p, g, m, v, decay_mul, scale, one_minus_b1, b2, one_minus_b2, step_size, bc2_sqrt, eps):
+    """The update of one flat slice, in place: read p, g, m, v; write p, m, v; return the new p."""
     gf = g.float() * scale
     m_new = m + one_minus_b1 * (gf - m)
     v_new = v * b2 + one_minus_b2 * gf * gf
@@ -39,18 +39,17 @@ def _fused_adamw_kernel(p, g, m, v, work, decay_mul, scale, one_minus_b1, b2, on
     m.copy_(m_new)
     v.copy_(v_new)
     p.copy_(p_new)
-    work.copy_(p_new)
+    return p_new
 
 
-def _fused_adamw_kernel_master(p, g, m, v, decay_mul, scale, one_minus_b1, b2, one_minus_b2, step_size, bc2_sqrt, eps):
+def _fused_adamw_kernel(p, g, m, v, work, *scalars):
+    """One pass that also writes the low-precision working copy (inlined into one compiled kernel)."""
+    work.copy_(_adamw_pass(p, g, m, v, *scalars))
+
+
+def _fused_adamw_kernel_master(p, g, m, v, *scalars):
     """The same pass without a low-precision copy (the streaming engine casts on the GPU)."""
-    gf = g.float() * scale
-    m_new = m + one_minus_b1 * (gf - m)
-    v_new = v * b2 + one_minus_b2 * gf * gf
-    p_new = p * decay_mul - step_size * m_new / (torch.sqrt(v_new) / bc2_sqrt + eps)
-    m.copy_(m_new)
-    v.copy_(v_new)
-    p.copy_(p_new)
+    _adamw_pass(p, g, m, v, *scalars)
 
 
 _compiled: dict[bool, object] = {}  # with a low-precision copy out -> compiled kernel, or False if unavailable
