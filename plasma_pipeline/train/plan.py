@@ -188,18 +188,24 @@ def _step_time(cfg: ModelConfig, n_params: int, total: int, tokens: int, chunk_t
     return max(compute, h2d, d2h) * 1.05 + max(0.0, adam - first_forward)
 
 
+def meminfo_bytes(field: str) -> int | None:
+    """A /proc/meminfo field (MemTotal, MemAvailable, ...) in bytes; None where there is no such file or field."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def host_memory_budget(host_memory_gb: float) -> int | None:
     """Bytes the plan may use on the host: host_memory_gb, else 92 % of MemTotal; None if unknown."""
     if host_memory_gb > 0:
         return int(host_memory_gb * GiB)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(int(line.split()[1]) * 1024 * 0.92)
-    except OSError:
-        pass
-    return None
+    total = meminfo_bytes("MemTotal")
+    return None if total is None else int(total * 0.92)
 
 
 def device_budget(device, gpu_memory_gb: float) -> int | None:

@@ -40,7 +40,7 @@ from plasma_pipeline.train.host_rings import GradPipe, PinnedRing, pinned_empty
 from plasma_pipeline.train.node_master import NodeMaster, local_world
 from plasma_pipeline.train.model import embed, init_unit_, make_block_fn, make_head_fn, rope_cos_sin, unit_specs
 from plasma_pipeline.train.optim import adamw_flat_, adamw_flat_compiled_, adamw_undo_flat_, compiled_adamw_available
-from plasma_pipeline.train.plan import STAGE_NUMEL, device_budget, plan_for, ring_slot_numel
+from plasma_pipeline.train.plan import STAGE_NUMEL, device_budget, meminfo_bytes, plan_for, ring_slot_numel
 
 class _Timer:
     """CUDA-event intervals on a stream, summed once the step has synchronised."""
@@ -696,14 +696,7 @@ def checkpoint_stage_bytes(stage_gb: float) -> int:
     """Host bytes a background checkpoint may copy: stage_gb, else half of MemAvailable now (0 if unknown)."""
     if stage_gb > 0:
         return int(stage_gb * 2**30)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2
-    except OSError:
-        pass
-    return 0
+    return (meminfo_bytes("MemAvailable") or 0) // 2
 
 
 class _Snapshot:
