@@ -30,6 +30,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from plasma_pipeline.train.config import TrainConfig  # noqa: E402
 from plasma_pipeline.train.data import TokenLoader, val_batches  # noqa: E402
+from plasma_pipeline.train.engine import split_batch, to_device  # noqa: E402
 from plasma_pipeline.train.optim import lr_at, torch_adamw  # noqa: E402
 
 
@@ -56,23 +57,36 @@ def _device_dtype(cfg: TrainConfig):
     return device, (torch.bfloat16 if device.type == "cuda" else torch.float32)
 
 
-def _micro(batch, micro: int):
-    n = batch.inputs.shape[0]
-    step = micro or n
-    for i in range(0, n, step):
-        m = None if batch.mask is None else batch.mask[i:i + step]
-        yield batch.inputs[i:i + step], batch.targets[i:i + step], m
+class _HFLoss:
+    """A transformers causal LM scored the way our engines score a batch: summed target cross entropy over the
+    batch's target count, micro-batch by micro-batch (engine.split_batch), so trainer.evaluate() can run on it."""
 
+    def __init__(self, model, micro: int, device, dtype):
+        self.model, self.micro, self.device, self.dtype = model, micro, device, dtype
 
-def _ce_sum(logits, tgt, mask):
-    loss = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), reduction="none")
-    return loss.sum() if mask is None else (loss * mask.flatten()).sum()
+    def batch_loss(self, batch, fwd, backward: bool) -> float:
+        n_targets = max(1, batch.n_targets)
+        total = 0.0
+        for ids, tgt, mask in to_device(split_batch(batch, self.micro), self.device):
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.device.type == "cuda"):
+                logits = fwd(input_ids=ids).logits
+            ce = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), reduction="none")
+            loss = (ce.sum() if mask is None else (ce * mask.flatten()).sum()) / n_targets
+            if backward:
+                loss.backward()
+            total += float(loss.detach())
+        return total
+
+    @torch.no_grad()
+    def eval_loss(self, batch) -> float:
+        return self.batch_loss(batch, self.model, backward=False)
 
 
 def train_hf(cfg: TrainConfig, steps: int, log_steps: set[int], compile_model: bool) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from plasma_pipeline.infer.export_hf import hf_config
+    from plasma_pipeline.train.trainer import evaluate
 
     device, dtype = _device_dtype(cfg)
     mcfg = cfg.model_config()
@@ -83,6 +97,7 @@ def train_hf(cfg: TrainConfig, steps: int, log_steps: set[int], compile_model: b
                       betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay,
                       fused=device.type == "cuda")
     fwd = torch.compile(model) if compile_model and device.type == "cuda" else model
+    hf = _HFLoss(model, cfg.micro_batch, device, dtype)
     loader = TokenLoader(cfg.data_dir, cfg.batch_size, cfg.seed)
     losses, times = {}, []
     for step in range(1, steps + 1):
@@ -91,41 +106,18 @@ def train_hf(cfg: TrainConfig, steps: int, log_steps: set[int], compile_model: b
         lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)  # the run's schedule, also for a prefix
         for g in opt.param_groups:
             g["lr"] = lr
-        n_targets = max(1, batch.n_targets)
-        total = torch.zeros((), device=device)
-        for ids, tgt, mask in _micro(batch, cfg.micro_batch):
-            ids, tgt = ids.to(device), tgt.to(device)
-            mask = None if mask is None else mask.to(device)
-            with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-                logits = fwd(input_ids=ids).logits
-            loss = _ce_sum(logits, tgt, mask) / n_targets
-            loss.backward()
-            total += loss.detach()
+        loss = hf.batch_loss(batch, fwd, backward=True)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step in log_steps or step == steps:
-            losses[step] = float(total.item())
+            losses[step] = loss
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    val = {}
     model.eval()
-    with torch.no_grad():
-        per: dict[str, list[tuple[float, int]]] = {}
-        for b in val_batches(cfg.data_dir, cfg.batch_size, cfg.val_batches):
-            n_t = max(1, b.n_targets)
-            s = 0.0
-            for ids, tgt, mask in _micro(b, cfg.micro_batch):
-                with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-                    logits = model(input_ids=ids.to(device)).logits
-                s += float(_ce_sum(logits, tgt.to(device), None if mask is None else mask.to(device))) / n_t
-            per.setdefault(b.domain, []).append((s, b.inputs.shape[0]))
-        total_rows = sum(n for v in per.values() for _, n in v)
-        val["val_loss"] = sum(x * n for v in per.values() for x, n in v) / max(1, total_rows)
-        for d, v in sorted(per.items()):
-            val[f"val_loss/{d}"] = sum(x * n for x, n in v) / sum(n for _, n in v)
+    val = evaluate(hf, val_batches(cfg.data_dir, cfg.batch_size, cfg.val_batches)) or {}
     tokens = batch.inputs.numel()
     timed = times[min(len(times) - 1, 20):]
     return {"losses": losses, **val, "tokens_per_s": round(tokens / statistics.median(timed), 1),
