@@ -306,14 +306,14 @@ class ShardStore:
         d.mkdir(parents=True, exist_ok=True)
         pins = d / "pins.json"
         prev = json.loads(pins.read_text()) if pins.exists() else {}
-        _atomic_write(pins, json.dumps({"inputs": inputs, "published": prev.get("published")}, indent=1))
+        atomic_write_text(pins, json.dumps({"inputs": inputs, "published": prev.get("published")}, indent=1))
         return d
 
     def mark_work_published(self, work: Path, version_id: str) -> None:
         pins = work / "pins.json"
         data = json.loads(pins.read_text()) if pins.exists() else {"inputs": {}}
         data["published"] = version_id
-        _atomic_write(pins, json.dumps(data, indent=1))
+        atomic_write_text(pins, json.dumps(data, indent=1))
 
 
 def _repair_from(final: Path, fresh: Path, manifest: dict[str, Any]) -> list[str]:
@@ -327,9 +327,10 @@ def _repair_from(final: Path, fresh: Path, manifest: dict[str, Any]) -> list[str
     return repaired
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text (UTF-8) to a temp file beside path, then rename it into place: readers see old or new, whole."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -8,7 +8,6 @@ short of documents can fall below its weight at the epoch cap), and its per-doma
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 from plasma_pipeline.mix_search.config import RECIPE_VARIANT, MixSearchConfig
 from plasma_pipeline.mix_search.regression import best_fit, fit_models, suggest
 from plasma_pipeline.mix_search.variants import DIGITS, shares as share_of
+from plasma_pipeline.shards import atomic_write_text
 
 MIN_FOR_REGRESSION = 3
 
@@ -187,7 +187,7 @@ def build_report(rows: list[dict], domains: list[str], cfg: MixSearchConfig, rec
         L += ["", f"_No regression: it needs {min_variants(domains)} finished variants (more than the "
                   f"{len(domains)} domains); {len(rows)} finished._"]
     md = "\n".join(L) + "\n"
-    _atomic_write(out_dir / "report.md", md)
+    atomic_write_text(out_dir / "report.md", md)
     result = {
         "markdown": md,
         "suggestion": suggestion,
@@ -196,12 +196,6 @@ def build_report(rows: list[dict], domains: list[str], cfg: MixSearchConfig, rec
         "objective_weights": obj_w,
         "missing": list(missing),
     }
-    _atomic_write(out_dir / "suggestion.json", json.dumps({k: v for k, v in result.items() if k != "markdown"},
+    atomic_write_text(out_dir / "suggestion.json", json.dumps({k: v for k, v in result.items() if k != "markdown"},
                                                            indent=1, sort_keys=True))
     return result
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
