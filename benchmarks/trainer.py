@@ -37,6 +37,9 @@ PLAN = [
     ("1.2b", "1.2b", "resident", 64, 8, False, 150, {}),
     ("1.2b", "1.2b", "streaming", 64, 8, False, 150, {}),
     ("1.2b-ckpt", "1.2b", "streaming", 64, 8, False, 200, {"checkpoint": True}),
+    # the host AdamW's thread count: the default (all cores but four) against all cores
+    ("1.2b-threads", "1.2b", "streaming", 64, 8, False, 200, {}),
+    ("1.2b-threads", "1.2b", "streaming", 64, 8, False, 200, {"cpu_adam_threads": 16}),
     # grad_clip 0: no step is clipped, as in a run past its first steps, so host AdamW steps overlap backward
     ("235m-noclip", "plasma-1.0-235m", "resident", 32, 0, True, 150, {"grad_clip": 0.0}),
     ("235m-noclip", "plasma-1.0-235m", "streaming", 32, 0, True, 150, {"grad_clip": 0.0}),
@@ -435,34 +438,98 @@ def worker_twins(spec: dict) -> dict:
     return result
 
 
+def _host_info() -> dict:
+    """What the host AdamW runs on: usable cores, NUMA nodes, the cgroup's CPU quota."""
+    def read(path):
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return None
+
+    return {"cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+            "numa_nodes": read("/sys/devices/system/node/online"), "cgroup_cpu_max": read("/sys/fs/cgroup/cpu.max"),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+
+
 def adam_microbench() -> dict:
-    """Host AdamW throughput (params/s) of the flat-buffer implementation the streaming engine uses."""
+    """Host AdamW throughput (params/s) of the flat-buffer kernels the streaming engine uses, and what slows them.
+
+    The engine's host AdamW ran at 3.7 Gparam/s in one run and 0.5-0.8 in later ones (BENCHMARKS.md). This probe
+    separates the suspects on one box: memory bandwidth, the thread count (all cores, or all but four as the
+    engine defaults), the calling thread (main, or a background thread as in the engine), a busy main thread
+    launching CUDA work beside it, host-to-device DMA reading host memory beside it, and page-locked memory."""
+    import threading
+
     import torch
 
+    from plasma_pipeline.train import optim
+    from plasma_pipeline.train.host_rings import register_pinned
     from plasma_pipeline.train.optim import adamw_flat_, adamw_flat_compiled_, compiled_adamw_available
 
-    n = 1 << 28
+    n = 1 << 27
     p, m, v = torch.randn(n), torch.zeros(n), torch.zeros(n)
     g = torch.randn(n).to(torch.bfloat16)
-    w = torch.empty(n, dtype=torch.bfloat16)
-    kw = dict(lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, n_decay=n, work_out=w)
-    out = {"threads": torch.get_num_threads(), "numel": n}
-    for chunk in (1 << 20, 1 << 22, 1 << 24):
-        adamw_flat_(p, g, m, v, step=1, chunk=chunk, **kw)
-        t = time.perf_counter()
-        adamw_flat_(p, g, m, v, step=2, chunk=chunk, **kw)
-        dt = time.perf_counter() - t
-        out[f"eager_chunk{chunk}_gparams_per_s"] = round(n / dt / 1e9, 3)
-    t = time.perf_counter()
-    ok = compiled_adamw_available(work_out=False)  # the streaming engine's kernel (no bf16 copy out)
-    out["compile_s"] = round(time.perf_counter() - t, 1)
-    if ok:
-        kw.pop("work_out")
-        for s in (1, 2, 3):
+    kw = dict(lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, n_decay=n)
+    cores = os.cpu_count() or 1
+    out = {**_host_info(), "default_threads": torch.get_num_threads(), "numel": n}
+    cuda = torch.cuda.is_available()
+
+    def rate(fn, reps=3) -> float:
+        best = float("inf")
+        for _ in range(reps):
             t = time.perf_counter()
-            adamw_flat_compiled_(p, g, m, v, None, step=s, **kw)
-            dt = time.perf_counter() - t
-        out["compiled_gparams_per_s"] = round(n / dt / 1e9, 3)
+            fn()
+            best = min(best, time.perf_counter() - t)
+        return round(n / best / 1e9, 3)
+
+    def in_thread(fn, busy=None):
+        """fn's rate when called from a background thread, while busy() (if given) runs on this thread."""
+        res, stop = {}, threading.Event()
+        th = threading.Thread(target=lambda: (res.setdefault("r", rate(fn)), stop.set()))
+        th.start()
+        while busy is not None and not stop.is_set():
+            busy()
+        th.join()
+        return res["r"]
+
+    def launches():  # the engine's main thread: small CUDA launches from Python, a CPU batch now and then
+        x = torch.ones(1024, device="cuda")
+        for _ in range(200):
+            x = x * 1.0001
+        torch.randint(0, 32000, (64, 1025))
+
+    h2d = None
+    if cuda:
+        src = torch.empty(1 << 28, dtype=torch.float32, pin_memory=True)
+        dst = torch.empty_like(src, device="cuda")
+        side = torch.cuda.Stream()
+
+        def h2d():  # master weights streaming in (1 GiB per call, ~55 GB/s)
+            with torch.cuda.stream(side):
+                dst.copy_(src, non_blocking=True)
+            side.synchronize()
+
+    for th in (cores, max(1, cores - 4)):
+        torch.set_num_threads(th)
+        a, b = torch.empty(n), torch.randn(n)
+        out[f"copy_gb_s_t{th}"] = round(rate(lambda: a.copy_(b)) * 8, 1)
+        out[f"eager_t{th}"] = rate(lambda: adamw_flat_(p, g, m, v, step=2, chunk=1 << 20, **kw), reps=2)
+        optim._compiled.clear()
+        torch._dynamo.reset()
+        t = time.perf_counter()
+        if not compiled_adamw_available(work_out=False):
+            out[f"compiled_t{th}"] = None
+            continue
+        out[f"compile_s_t{th}"] = round(time.perf_counter() - t, 1)
+        fn = lambda: adamw_flat_compiled_(p, g, m, v, None, step=3, **kw)  # noqa: E731
+        rate(fn, reps=1)
+        out[f"compiled_t{th}_main"] = rate(fn)
+        out[f"compiled_t{th}_thread"] = in_thread(fn)
+        if cuda:
+            out[f"compiled_t{th}_thread_busy_main"] = in_thread(fn, launches)
+            out[f"compiled_t{th}_thread_h2d"] = in_thread(fn, h2d)
+    if cuda and register_pinned(p):
+        out[f"compiled_t{torch.get_num_threads()}_main_pinned_master"] = rate(fn)
     return out
 
 
@@ -470,7 +537,7 @@ def adam_microbench() -> dict:
 
 
 def run_variant(spec: dict, timeout: int) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **spec.get("env", {}))
     t0 = time.time()
     try:
         p = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
@@ -551,7 +618,9 @@ def main() -> int:
 
     if not only or "adam" in only:
         if not args.quick:
-            record(run_variant({"kind": "adam"}, 150))
+            record(run_variant({"kind": "adam"}, 300))
+    if "adam-passive" in only:  # OpenMP threads sleep at once instead of spinning after each parallel region
+        record(run_variant({"kind": "adam", "env": {"OMP_WAIT_POLICY": "PASSIVE"}}, 300))
     if not only or "twins" in only:
         record(run_variant({"kind": "twins", "steps": 8 if args.quick else 50,
                             "subset": [s for s in args.twins.split(",") if s]}, 400))
