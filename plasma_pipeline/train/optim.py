@@ -54,29 +54,37 @@ def _fused_adamw_kernel_master(p, g, m, v, *scalars):
 
 _compiled: dict[bool, object] = {}  # with a low-precision copy out -> compiled kernel, or False if unavailable
 
+# Inductor decides at code generation whether a CPU loop gets an OpenMP parallel region, from the size hint of the
+# first call: it needs cpp.min_chunk_size (512) elements per thread. The kernels used to be warmed up on 4,096
+# elements, so on 16 threads they compiled serial, one core for the whole model (0.75 Gparam/s on the H200 box
+# against 3.9 parallel; 2 cores, as in CI, passed the test). min_chunk_size 1 makes every size parallel, and as
+# a config change it is part of the compile cache's key, so a serial kernel cached before cannot come back.
+_KERNEL_OPTIONS = {"cpp.min_chunk_size": 1}
+_WARMUP_NUMEL = 1 << 20
+
+
+def compile_kernel(fn, n: int = _WARMUP_NUMEL):
+    """fn compiled for any slice length (dynamic shapes), warmed up on n and n - 7 elements."""
+    p, m, v = torch.randn(n), torch.zeros(n), torch.zeros(n)
+    g, w = torch.randn(n).bfloat16(), torch.empty(n, dtype=torch.bfloat16)
+    sc = [torch.tensor(x) for x in (1.0, 1.0, 0.1, 0.95, 0.05, 1e-3, 0.2, 1e-8)]
+    with_copy = fn is _fused_adamw_kernel
+    k = torch.compile(fn, dynamic=True, options=_KERNEL_OPTIONS)
+    for r in (n, n - 7):
+        k(p[:r], g[:r], m[:r], v[:r], *([w[:r]] if with_copy else []), *sc)
+    return k
+
 
 def compiled_adamw_available(work_out: bool = True) -> bool:
-    """Compile the one-pass host AdamW kernels (inductor C++/OpenMP), with and without the low-precision copy
-    out, in that order; False if this box cannot.
-
-    Both are compiled whichever is asked for, in the order of the run measured at 3.1-3.9 Gparam/s on the H200
-    (2026-12-01, run 1). Later runs measured 0.5-0.8 Gparam/s, including run 4 with this very order, so the
-    compile order is not the cause, which is still not established (see BENCHMARKS.md, Trainer)."""
-    if not _compiled:
+    """Compile the one-pass host AdamW kernel (inductor C++/OpenMP, on torch.get_num_threads() threads), with or
+    without the low-precision copy out, once per process; False if this box cannot."""
+    if work_out not in _compiled:
         try:
-            n = 4096
-            p, m, v = torch.randn(n), torch.zeros(n), torch.zeros(n)
-            g, w = torch.randn(n).bfloat16(), torch.empty(n, dtype=torch.bfloat16)
-            sc = [torch.tensor(x) for x in (1.0, 1.0, 0.1, 0.95, 0.05, 1e-3, 0.2, 1e-8)]
-            for with_copy in (True, False):
-                k = torch.compile(_fused_adamw_kernel if with_copy else _fused_adamw_kernel_master, dynamic=True)
-                for r in (n, n - 7):
-                    k(p[:r], g[:r], m[:r], v[:r], *([w[:r]] if with_copy else []), *sc)
-                _compiled[with_copy] = k
+            _compiled[work_out] = compile_kernel(_fused_adamw_kernel if work_out else _fused_adamw_kernel_master)
         except Exception as e:  # no compiler, unsupported platform: the eager path is always there
             print(f"host AdamW: compiled kernel unavailable ({type(e).__name__}: {e}); using eager", flush=True)
-            _compiled[True] = _compiled[False] = False
-    return _compiled.get(work_out, False) is not False
+            _compiled[work_out] = False
+    return _compiled[work_out] is not False
 
 
 @torch.no_grad()

@@ -69,3 +69,25 @@ def test_compiled_kernel_matches_eager():
         adamw_flat_compiled_(p2, g, m2, v2, w2, step=step, n_decay=6000, grad_scale=0.5, **HP)
     torch.testing.assert_close(p, p2, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(w.float(), w2.float(), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.slow
+def test_compiled_kernel_runs_on_every_thread_the_engine_asks_for():
+    """The host AdamW kernel must get an OpenMP parallel region for the thread count it is compiled under. Warmed up
+    on a small slice, inductor compiled it serial on 16 threads (one core for the whole model on the H200 box),
+    while 2 threads, as on this CI machine, still parallelised: so compile under 16 here, whatever the cores."""
+    from torch._inductor.utils import run_and_get_cpp_code
+
+    from plasma_pipeline.train import optim
+
+    if not compiled_adamw_available(work_out=False):
+        pytest.skip("no C++ compiler for inductor here")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(16)
+    try:
+        torch._dynamo.reset()
+        _, code = run_and_get_cpp_code(optim.compile_kernel, optim._fused_adamw_kernel_master)
+    finally:
+        torch.set_num_threads(threads)
+        torch._dynamo.reset()
+    assert "#pragma omp parallel num_threads(16)" in code
