@@ -51,10 +51,12 @@ PLAN = [
     ("9.3b", "9.3b", "streaming", 96, 0, True, 420, {}),
     ("llama3-8b", "llama3-8b", "streaming", 96, 0, True, 420, {}),
     ("fsdp", "1.2b", "fsdp2_offload", 64, 0, False, 180, {}),
-    # DeepSpeed's micro-batch: 8 and 16 sequences at 1.2b (the best is kept), then the better one at 2.4b.
-    ("ds-1.2b", "1.2b", "deepspeed_zero3", 64, 8, False, 300, {}),
-    ("ds-1.2b", "1.2b", "deepspeed_zero3", 64, 16, False, 300, {}),
-    ("ds-2.4b", "2.4b", "deepspeed_zero3", 64, 16, False, 360, {}),
+    # DeepSpeed's micro-batch: ZeRO-3 gathers every parameter from the host once per micro-batch, so fewer,
+    # larger micro-batches cost less traffic; 8 ran first (2026-12-01 run 5), then 32 (activation checkpointing
+    # keeps 32 x 1024 tokens far inside the GPU), and the better one at 2.4b.
+    ("ds-1.2b", "1.2b", "deepspeed_zero3", 64, 32, False, 300, {}),
+    ("ds-1.2b-m8", "1.2b", "deepspeed_zero3", 64, 8, False, 300, {}),
+    ("ds-2.4b", "2.4b", "deepspeed_zero3", 64, 32, False, 360, {}),
     ("2.4b", "2.4b", "streaming", 64, 0, True, 200, {}),
     ("1.2b-ac", "1.2b", "resident_recompute", 64, 8, False, 150, {}),
     ("1.2b-rc", "1.2b", "streaming", 64, 8, False, 150, {"activations": "recompute"}),
