@@ -7,8 +7,10 @@
 hf: transformers' LlamaForCausalLM of the same shape, trained with the base_model version's own run settings
 (its run.json: steps, batch, micro-batch, LR schedule, AdamW betas/eps/decay groups, clipping, seed and so the
 batch order) on the same shards, against the losses that version logged (metrics.jsonl) at the same steps and
-its val loss on the same fixed val sample. Same batches, so the per-step losses compare directly. The inits differ
-(each model's own: HF's normal(0, initializer_range) against ours).
+its val loss on the same fixed val sample. Same batches, so the per-step losses compare directly. --init ours
+(default) starts HF's model from the base_model's own step-0 weights (our init for the run's seed; the names
+are HF's already), so a gap is the implementation's, not the init's; --init hf keeps HF's normal(0,
+initializer_range) init, as the 2026-12-01 third-session run did.
 fp8: our resident engine for --steps steps in bf16, then with fp8: true, same shards, order and settings: the
 final loss (mean of the last 10% of steps) and tokens/s of each.
 """
@@ -82,7 +84,7 @@ class _HFLoss:
         return self.batch_loss(batch, self.model, backward=False)
 
 
-def train_hf(cfg: TrainConfig, steps: int, log_steps: set[int], compile_model: bool) -> dict:
+def train_hf(cfg: TrainConfig, steps: int, log_steps: set[int], compile_model: bool, init: str = "ours") -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from plasma_pipeline.infer.export_hf import hf_config
@@ -91,7 +93,16 @@ def train_hf(cfg: TrainConfig, steps: int, log_steps: set[int], compile_model: b
     device, dtype = _device_dtype(cfg)
     mcfg = cfg.model_config()
     torch.manual_seed(cfg.seed)
-    model = LlamaForCausalLM(LlamaConfig(**{**hf_config(mcfg), "use_cache": False})).to(device)
+    model = LlamaForCausalLM(LlamaConfig(**{**hf_config(mcfg), "use_cache": False}))
+    if init == "ours":
+        from plasma_pipeline.train.model import init_state_dict
+
+        missing, unexpected = model.load_state_dict(init_state_dict(mcfg, cfg.seed, "cpu"), strict=False)
+        missing = [k for k in missing if not (mcfg.tie_embeddings and k == "lm_head.weight")]
+        if missing or unexpected:
+            raise RuntimeError(f"our init does not map onto LlamaForCausalLM: missing {missing}, extra {unexpected}")
+        model.tie_weights()
+    model = model.to(device)
     params = list(model.parameters())
     opt = torch_adamw([p for p in params if p.dim() >= 2], [p for p in params if p.dim() < 2], lr=cfg.lr,
                       betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay,
@@ -129,14 +140,15 @@ def cmd_hf(args) -> dict:
     ours = {int(r["step"]): float(r["loss"]) for r in metrics if "loss" in r and r.get("step") is not None}
     steps = args.steps or cfg.steps
     ours = {k: v for k, v in ours.items() if k <= steps}
-    hf = train_hf(cfg, steps, set(ours), compile_model=not args.no_compile)
+    hf = train_hf(cfg, steps, set(ours), compile_model=not args.no_compile, init=args.init)
     common = sorted(set(ours) & set(hf["losses"]))
     tail = common[-max(1, len(common) // 10):]
     ours_tail = statistics.mean(ours[s] for s in tail)
     hf_tail = statistics.mean(hf["losses"][s] for s in tail)
     final = [r for r in metrics if r.get("event") == "final"]
     ours_val = {k: v for k, v in (final[-1] if final else {}).items() if k.startswith("val_loss")}
-    out = {"kind": "hf_compare", "model_version": path.name, "steps": steps, "batch_size": cfg.batch_size,
+    out = {"kind": "hf_compare", "model_version": path.name, "init": args.init, "steps": steps,
+           "batch_size": cfg.batch_size,
            "lr": cfg.lr, "compared_steps": common, "ours_loss": {s: ours[s] for s in common},
            "hf_loss": {s: hf["losses"][s] for s in common}, "ours_tail_loss": round(ours_tail, 4),
            "hf_tail_loss": round(hf_tail, 4), "tail_steps": tail,
@@ -190,6 +202,8 @@ def main() -> int:
     ap.add_argument("--recipe", default="recipes/gpu.yaml")
     ap.add_argument("--steps", type=int, default=0, help="hf: the run's own steps (0); fp8: default 200")
     ap.add_argument("--no-compile", action="store_true", help="hf: eager LlamaForCausalLM")
+    ap.add_argument("--init", choices=["ours", "hf"], default="ours",
+                    help="hf: start from the base_model's step-0 weights (ours) or HF's own init")
     ap.add_argument("--run-dir", default="", help="run.json + metrics.jsonl of a base_model trained elsewhere")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
