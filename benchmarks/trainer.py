@@ -57,6 +57,10 @@ PLAN = [
     ("ds-1.2b", "1.2b", "deepspeed_zero3", 64, 32, False, 300, {}),
     ("ds-1.2b-m8", "1.2b", "deepspeed_zero3", 64, 8, False, 300, {}),
     ("ds-2.4b", "2.4b", "deepspeed_zero3", 64, 32, False, 360, {}),
+    # DeepSpeed's largest size on the 128 GiB box (~28 B/param on the host): 2.4b widths, 48 layers, 3.5B; and
+    # streaming at the same shape, for the ratio at the largest common size.
+    ("ds-3.5b", "2.4b", "deepspeed_zero3", 64, 32, False, 420, {"model_overrides": {"n_layers": 48}}),
+    ("ds-3.5b", "2.4b", "streaming", 64, 0, True, 300, {"model_overrides": {"n_layers": 48}}),
     ("2.4b", "2.4b", "streaming", 64, 0, True, 200, {}),
     ("1.2b-ac", "1.2b", "resident_recompute", 64, 8, False, 150, {}),
     ("1.2b-rc", "1.2b", "streaming", 64, 8, False, 150, {"activations": "recompute"}),
@@ -280,11 +284,12 @@ def worker_bench(spec: dict) -> dict:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     seq = spec["seq"]
     extra = {k: v for k, v in spec.get("extra", {}).items() if k != "checkpoint"}
+    overrides = {"max_seq_len": max(seq, 64), **extra.pop("model_overrides", {})}
     if device.type != "cuda":
         extra.pop("gpu_memory_gb", None)
     if spec["variant"] == "streaming":
         extra.setdefault("host_memory_gb", float(os.environ.get("BENCH_HOST_GB", "120")))
-    cfg = TrainConfig(**{**dict(model=spec["model"], model_overrides={"max_seq_len": max(seq, 64)}, steps=1000,
+    cfg = TrainConfig(**{**dict(model=spec["model"], model_overrides=overrides, steps=1000,
                       batch_size=spec["batch"], micro_batch=spec["micro"], lr=3e-4, warmup=0, grad_clip=1.0,
                       engine="streaming" if spec["variant"] == "streaming" else "resident",
                       recompute=spec["variant"] == "resident_recompute",
