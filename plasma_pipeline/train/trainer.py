@@ -84,9 +84,10 @@ class _SigtermFlag:
 
 
 def evaluate(engine, batches, dp: distributed.DataParallel | None = None) -> dict | None:
-    """{"val_loss": mean over every sampled row, "val_loss/<domain>": mean per domain}; None without val data.
-    Under data parallel each rank scores every world-th batch and the per-domain sums are added over ranks:
-    every rank gets the single-process numbers for 1/N of the work."""
+    """{"val_loss": mean over every sampled row, "val_loss/<domain>": mean per domain, "val_rows": rows scored};
+    None without val data. Under data parallel each rank scores every world-th batch and the per-domain sums are
+    added over ranks: every rank gets the single-process numbers for 1/N of the work (and val_rows counts each
+    sampled row once, not once per rank)."""
     if not batches:
         return None
     domains = sorted({b.domain for b in batches})
@@ -98,7 +99,7 @@ def evaluate(engine, batches, dp: distributed.DataParallel | None = None) -> dic
         sums[i, 1] += b.inputs.shape[0]
     if dp is not None and dp.enabled:
         sums = dp.sum(sums)
-    out = {"val_loss": float(sums[:, 0].sum() / sums[:, 1].sum())}
+    out = {"val_loss": float(sums[:, 0].sum() / sums[:, 1].sum()), "val_rows": int(sums[:, 1].sum())}
     if domains != [""]:
         for i, d in enumerate(domains):
             out[f"val_loss/{d}"] = float(sums[i, 0] / sums[i, 1])

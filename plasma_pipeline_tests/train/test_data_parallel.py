@@ -106,7 +106,10 @@ def test_gpus_in_the_run_config_launches_torchrun_through_pipes(tmp_path, shards
     single = train(TrainConfig.from_dict({**c, "gpus": 1, "out_dir": str(tmp_path / "single")}))
     from plasma_pipeline.train.data import val_batches
 
-    assert len(val_batches(shards, c["batch_size"], c["val_batches"])) == 2  # one for each rank
+    vals = val_batches(shards, c["batch_size"], c["val_batches"])
+    assert len(vals) == 2  # one for each rank
+    # Means cannot tell a split val pass from every rank scoring everything; the row count can.
+    assert final["val_rows"] == single["val_rows"] == sum(b.inputs.shape[0] for b in vals)
     val_keys = sorted(k for k in single if k.startswith("val_loss"))
     assert val_keys == ["val_loss", "val_loss/synthetic"]
     for k in val_keys:
