@@ -328,9 +328,13 @@ def _repair_from(final: Path, fresh: Path, manifest: dict[str, Any]) -> list[str
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write text (UTF-8) to a temp file beside path, then rename it into place: readers see old or new, whole."""
+    """Write text (UTF-8) to a temp file beside path, then rename it into place: readers see old or new, whole.
+    The bytes are on disk before the rename, so a power cut cannot leave an empty file under the old name."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text, encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -523,9 +527,7 @@ class VersionWriter:
         return Version(self.asset, final, manifest)
 
     def _point_current(self, version: str) -> None:
-        tmp = self.base / f".CURRENT.{uuid.uuid4().hex}"
-        tmp.write_text(version + "\n")
-        os.replace(tmp, self.base / "CURRENT")
+        atomic_write_text(self.base / "CURRENT", version + "\n")
         append_history(self.base, {"event": "publish", "version": version})
 
     def abort(self) -> None:
