@@ -262,7 +262,13 @@ class ShardStore:
         cur = d / "CURRENT"
         if not cur.exists():
             raise FileNotFoundError(f"asset {asset!r} has no published version under {d}; materialize it first")
-        return self.version(asset, cur.read_text().strip())
+        vid = cur.read_text(errors="replace").strip()
+        if not vid or not (d / "versions" / vid / MANIFEST).exists():
+            live = live_versions(d)
+            raise FileNotFoundError(f"{cur}: names version {vid!r}, which is not published under {d / 'versions'} "
+                                    f"(last published in history.jsonl: {live[-1] if live else 'none'}); "
+                                    f"rematerialize {asset!r} to point it at a whole version")
+        return self.version(asset, vid)
 
     def version(self, asset: str, version_id: str) -> Version:
         path = asset_dir(self.root, asset) / "versions" / version_id

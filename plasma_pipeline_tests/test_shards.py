@@ -44,6 +44,23 @@ def test_identical_data_gives_identical_version_and_different_data_a_new_one(tmp
     assert kept == sorted([ids[2], ids[3]])
 
 
+def test_a_damaged_current_pointer_names_itself_and_the_last_published_version(tmp_path):
+    """An empty CURRENT (what a power cut during the pointer's update could leave without the fsync) or one naming
+    no version gives an error naming the file and the version history says is last; the next publish repairs it."""
+    store = ShardStore(root=tmp_path)
+    with store.writer("a") as w:
+        w.write(_docs(10))
+        v = w.publish()
+    for content in ("", "0123456789abcdef0123\n"):
+        (tmp_path / "a" / "CURRENT").write_text(content)
+        with pytest.raises(FileNotFoundError, match=rf"CURRENT: names version .*last published in history.jsonl: {v.id}"):
+            store.current("a")
+    with store.writer("a") as w:
+        w.write(_docs(10))
+        assert w.publish().id == v.id
+    assert store.current("a").id == v.id
+
+
 def test_corrupt_shard_is_detected(tmp_path):
     store = ShardStore(root=tmp_path)
     with store.writer("a") as w:
