@@ -184,15 +184,37 @@ def retain(store: "ShardStore", asset: str, dry_run: bool = False) -> list[Remov
             plan.append(Removal("work", work, f"trainer work dir of {asset}@{published}, which is no longer kept"))
     if dry_run:
         return plan + sweep_leftovers(base, dry_run=True)
+    done = []
     for r in plan:
         if r.kind == "version":
-            trash = base / f".trash-{r.path.name}-{uuid.uuid4().hex[:8]}"
-            os.rename(r.path, trash)
-            append_history(base, {"event": "delete", "version": r.path.name, "reason": r.reason})
-            shutil.rmtree(trash, ignore_errors=True)
+            if delete_version(base, r.path, r.reason):
+                done.append(r)
         else:
             shutil.rmtree(r.path, ignore_errors=True)
-    return plan + sweep_leftovers(base)
+            done.append(r)
+    return done + sweep_leftovers(base)
+
+
+def delete_version(base: Path, path: Path, reason: str) -> bool:
+    """Move a version out of versions/, then delete it, unless a read lease was taken after the pins were read.
+
+    A reader takes its lease first and then looks for the version; retention moves the version away first and
+    then looks for leases. So either the reader finds the version gone (a clear error, nothing half-read), or
+    retention finds the lease and puts the version back: never a version deleted under a reader. (A lease seen
+    before the move skips it altogether, so a reader can only meet the moved-away version in the instant
+    between that look and the move.)"""
+    from plasma_pipeline.shards import append_history  # shards imports this module
+
+    if locks.leased_versions(base, sweep=False).get(path.name):
+        return False
+    trash = base / f".trash-{path.name}-{uuid.uuid4().hex[:8]}"
+    os.rename(path, trash)
+    if locks.leased_versions(base, sweep=False).get(path.name):
+        os.rename(trash, path)
+        return False
+    append_history(base, {"event": "delete", "version": path.name, "reason": reason})
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
 
 
 def gc(store: "ShardStore", dry_run: bool = False) -> list[Removal]:

@@ -142,6 +142,25 @@ LEASE_HOLDER = textwrap.dedent(
 )
 
 
+def test_retention_puts_back_a_version_leased_after_it_read_the_pins(tmp_path):
+    """Retention reads the pins, then deletes; a reader may take its lease in between. The delete itself looks
+    for leases (before and after moving the version away), so such a version stays, whole; without a lease it goes,
+    with a history event."""
+    store = ShardStore(StoreConfig(keep_versions=5), root=tmp_path)
+    ids = []
+    for tag in ("a", "b"):
+        with store.writer("x") as w:
+            w.write(_docs(tag))
+            ids.append(w.publish().id)
+    base = store.asset_dir("x")
+    with store.lease("x", ids[0]) as v:
+        assert not retention.delete_version(base, v.path, "test")
+        v.verify()
+    assert retention.delete_version(base, base / "versions" / ids[0], "test")
+    assert live_versions(base) == [ids[1]] and not list(base.glob(".trash-*"))
+    assert read_history(base)[-1]["event"] == "delete"
+
+
 def test_a_version_read_by_a_running_step_survives_until_its_lease_ends_even_by_kill_9(tmp_path):
     store = ShardStore(StoreConfig(keep_versions=1), root=tmp_path)
     v1 = _publish(store, "pretrain_shards", "s1")
