@@ -37,7 +37,7 @@ PLAN = [
     ("1.2b", "1.2b", "resident", 64, 8, False, 150, {}),
     ("1.2b", "1.2b", "streaming", 64, 8, False, 150, {}),
     ("1.2b-ckpt", "1.2b", "streaming", 64, 8, False, 200, {"checkpoint": True}),
-    # the host AdamW's thread count: the default (all cores but four) against all cores
+    # the host AdamW's thread count: the default (all cores but four) against 16, all cores of the lent H200 box
     ("1.2b-threads", "1.2b", "streaming", 64, 8, False, 200, {}),
     ("1.2b-threads", "1.2b", "streaming", 64, 8, False, 200, {"cpu_adam_threads": 16}),
     # grad_clip 0: no step is clipped, as in a run past its first steps, so host AdamW steps overlap backward
@@ -510,7 +510,7 @@ def adam_microbench() -> dict:
             x = x * 1.0001
         torch.randint(0, 32000, (64, 1025))
 
-    h2d = None
+    h2d = fn = None
     if cuda:
         src = torch.empty(1 << 28, dtype=torch.float32, pin_memory=True)
         dst = torch.empty_like(src, device="cuda")
@@ -540,7 +540,7 @@ def adam_microbench() -> dict:
         if cuda:
             out[f"compiled_t{th}_thread_busy_main"] = in_thread(fn, launches)
             out[f"compiled_t{th}_thread_h2d"] = in_thread(fn, h2d)
-    if cuda and register_pinned(p):
+    if cuda and fn is not None and register_pinned(p):
         out[f"compiled_t{torch.get_num_threads()}_main_pinned_master"] = rate(fn)
     return out
 

@@ -760,15 +760,17 @@ class _Snapshot:
 
     abort = release_all
 
+    def _nbytes(self, ui: int) -> int:
+        return sum(t.numel() * t.element_size() for t in self._unit(ui))
+
     def _can_stage(self, ui: int) -> bool:
         """Under the lock: ui is neither written, being written, copied nor being copied, and its copy fits."""
-        nbytes = sum(t.numel() * t.element_size() for t in self._unit(ui))
         return (not self._released[ui] and self._staged[ui] is None and not self._writing[ui]
-                and not self._staging[ui] and nbytes <= self._stage_left)
+                and not self._staging[ui] and self._nbytes(ui) <= self._stage_left)
 
     def _claim(self, ui: int) -> None:
         self._staging[ui] = True
-        self._stage_left -= sum(t.numel() * t.element_size() for t in self._unit(ui))
+        self._stage_left -= self._nbytes(ui)
 
     def _stage(self, ui: int) -> None:
         """Copy unit ui (claimed under the lock) outside the lock: the writer goes on with other units."""
@@ -778,7 +780,7 @@ class _Snapshot:
             self._staged[ui] = copies
             self._staging[ui] = False
             self.staged_units += 1
-            self.staged_bytes += sum(t.numel() * t.element_size() for t in copies)
+            self.staged_bytes += self._nbytes(ui)
             self.stage_s += time.perf_counter() - t0
             self._cond.notify_all()
 
