@@ -294,9 +294,9 @@ def save_checkpoint_async(out_dir: str | Path, step: int, engine, state: dict, m
     """Save a checkpoint without stopping training, straight from the engine's host memory.
 
     Engines with `snapshot_units()` (streaming) hand over their host tensors unit by unit: the writer takes each
-    unit once that unit's last optimizer step has landed; the next step's host AdamW copies a unit the writer has
-    not reached yet (within the staging budget) and goes on, so only the units still ahead of the writer are
-    ever copied, never the whole model at once unless the budget allows. Other engines are saved from
+    unit once that unit's last optimizer step has landed; a copier thread copies units (within the staging
+    budget) while the next step computes, and the next step's host AdamW copies a unit that neither has reached
+    yet and goes on. Copies are freed as soon as they are written. Other engines are saved from
     state_dict() on the thread. Same layout, hashes and atomic rename as save_checkpoint."""
     handle = AsyncSave()
     snap = engine.snapshot_units() if hasattr(engine, "snapshot_units") else None
@@ -339,6 +339,8 @@ def save_checkpoint_async(out_dir: str | Path, step: int, engine, state: dict, m
                 handle.stats["staged_units"] = snap.staged_units
                 handle.stats["staged_gb"] = round(snap.staged_bytes / 2**30, 3)
                 handle.stats["adam_stage_s"] = round(snap.stage_s, 3)
+                handle.stats["ahead_units"] = snap.ahead_units
+                handle.stats["ahead_s"] = round(snap.ahead_s, 3)
             handle._done.set()
 
     threading.Thread(target=work, name=f"checkpoint-{step}", daemon=True).start()

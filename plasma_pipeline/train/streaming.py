@@ -653,12 +653,15 @@ class StreamingEngine:
                 out[f"{k}.exp_avg_sq"] = b
         return out
 
-    def snapshot_units(self) -> "_Snapshot":
-        """The host state as of now, handed to a checkpoint writer unit by unit; units the optimizer reaches
-        before the writer does are copied first, within checkpoint_stage_gb (see _Snapshot)."""
+    def snapshot_units(self, copy_ahead: bool = True) -> "_Snapshot":
+        """The host state as of now, handed to a checkpoint writer unit by unit. Within checkpoint_stage_gb, a
+        thread copies the units while the next step computes on the GPU (copy_ahead), and the optimizer copies
+        any unit it reaches before both that thread and the writer (see _Snapshot)."""
         if self._snap is not None:
             self._snap.wait_all()
         self._snap = _Snapshot(self, stage_bytes=checkpoint_stage_bytes(self.tcfg.checkpoint_stage_gb))
+        if copy_ahead:
+            self._snap.start_copying_ahead()
         return self._snap
 
     @property
@@ -706,8 +709,13 @@ class _Snapshot:
     moments. A host AdamW step queued after the snapshot that reaches a unit the writer has not taken yet copies
     that unit first (copy-on-write, within stage_bytes of host memory) and goes on; the writer then writes the
     copy. Only a unit the writer is in the middle of, or one past the staging budget, makes the optimizer wait
-    (wait_released) until the writer release()s it. Units go in forward order, the order the optimizer steps
-    them."""
+    (wait_released) until the writer release()s it. The writer goes in forward order.
+
+    Copying on the optimizer's way puts the copy on the step's critical path, and a copy into fresh memory runs at
+    page-fault speed: at 1.2b on the H200, 9 GB took the optimizer 2.4 s (3.8 GB/s), +1.4 steps. So a copier
+    thread (start_copying_ahead) copies the units from the last one back, while the next step's forward and
+    backward run on the GPU, meeting the writer that comes from the front; the optimizer copies only what
+    neither has reached."""
 
     def __init__(self, engine: StreamingEngine, stage_bytes: int = 0):
         self.engine = engine
@@ -726,6 +734,9 @@ class _Snapshot:
         self.staged_units = 0
         self.staged_bytes = 0
         self.stage_s = 0.0  # the optimizer thread's time spent copying units
+        self.ahead_units = 0  # units the copier thread copied, and its time
+        self.ahead_s = 0.0
+        self._copier: threading.Thread | None = None
 
     def _views(self, ui: int, tensors) -> tuple:
         spec = self.engine.specs[ui]
@@ -772,7 +783,7 @@ class _Snapshot:
         self._staging[ui] = True
         self._stage_left -= self._nbytes(ui)
 
-    def _stage(self, ui: int) -> None:
+    def _stage(self, ui: int, ahead: bool = False) -> None:
         """Copy unit ui (claimed under the lock) outside the lock: the writer goes on with other units."""
         t0 = time.perf_counter()
         copies = tuple(t.clone() for t in self._unit(ui))
@@ -781,8 +792,36 @@ class _Snapshot:
             self._staging[ui] = False
             self.staged_units += 1
             self.staged_bytes += self._nbytes(ui)
-            self.stage_s += time.perf_counter() - t0
+            if ahead:
+                self.ahead_units += 1
+                self.ahead_s += time.perf_counter() - t0
+            else:
+                self.stage_s += time.perf_counter() - t0
             self._cond.notify_all()
+
+    def start_copying_ahead(self) -> None:
+        self._copier = threading.Thread(target=self._copy_ahead, name="checkpoint-copier", daemon=True)
+        self._copier.start()
+
+    def _copy_ahead(self) -> None:
+        """Last unit first: the speculative host AdamW steps units in backward order, and the writer starts at the
+        front. A unit is copied once its optimizer steps queued before the snapshot have landed; the claim keeps
+        the optimizer's next step on it waiting (wait_released) until the copy is in place."""
+        for ui in reversed(range(len(self._released))):
+            with self._cond:
+                if not self._can_stage(ui):
+                    continue
+                self._claim(ui)
+            try:
+                for fut in self._before[ui]:
+                    fut.result()
+                self._stage(ui, ahead=True)
+            except BaseException:
+                with self._cond:  # no copy: the writer and the optimizer fall back to the live unit
+                    self._staging[ui] = False
+                    self._stage_left += self._nbytes(ui)
+                    self._cond.notify_all()
+                raise
 
     def wait_released(self, ui: int) -> None:
         """Called by the host AdamW before it changes unit ui: returns once the snapshot no longer needs the live

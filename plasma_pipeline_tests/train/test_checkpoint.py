@@ -149,7 +149,7 @@ def test_the_optimizer_copies_units_the_writer_has_not_reached_instead_of_waitin
     e, ld, cfg = engine(1.0)
     want_w = {k: v.clone() for k, v in e.state_dict().items()}
     want_o = {k: v.clone() for k, v in e.optimizer_state_dict().items()}
-    snap = e.snapshot_units()
+    snap = e.snapshot_units(copy_ahead=False)  # the optimizer's own copies (the copier thread is tested below)
     e.train_step(ld.next_batch(), 1e-3)
     e.sync()  # the step's host AdamW has run on every unit, the writer not at all
     assert snap.staged_units == len(e.specs) and snap.gate_wait_s == 0.0
@@ -169,7 +169,7 @@ def test_the_optimizer_copies_units_the_writer_has_not_reached_instead_of_waitin
     e.close()
 
     e, ld, cfg = engine(1e-9)  # a budget smaller than any unit: the optimizer must wait for the writer
-    snap = e.snapshot_units()
+    snap = e.snapshot_units()  # the copier thread too finds no room
     t = threading.Thread(target=lambda: (e.train_step(ld.next_batch(), 1e-3), e.sync()), daemon=True)
     t.start()
     t.join(timeout=3)
@@ -205,7 +205,7 @@ def test_the_optimizer_copies_the_next_unit_while_the_writer_holds_one(shards):
     assert n >= 3
     want = {k: v.clone() for k, v in e.state_dict().items()}
     want_m = {k: v.clone() for k, v in e.optimizer_state_dict().items()}
-    snap = e.snapshot_units()
+    snap = e.snapshot_units(copy_ahead=False)
     snap.take(0)  # the writer holds unit 0
     step = threading.Thread(target=lambda: (e.train_step(ld.next_batch(), 1e-3), e.sync()), daemon=True)
     step.start()
@@ -225,3 +225,53 @@ def test_the_optimizer_copies_the_next_unit_while_the_writer_holds_one(shards):
     assert not all(torch.equal(e.state_dict()[k], want[k]) for k in w1)  # the live unit moved on
     snap.release_all()
     e.close()
+
+
+def test_a_copier_thread_copies_the_units_before_the_next_step_reaches_them(shards, tmp_path):
+    """The copier thread copies every unit before the next step's host AdamW reaches it (on the GPU: while the
+    next step computes), so that optimizer neither copies nor waits, and the checkpoint written later holds
+    the state at the snapshot's step, not the state after the next step. (On CPU a step's AdamW has landed when
+    train_step returns, so the copier's wait for AdamW steps queued before the snapshot is the GPU's case.)"""
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    from plasma_pipeline.train import checkpoint as ck
+    from plasma_pipeline.train.config import TrainConfig
+    from plasma_pipeline.train.data import TokenLoader
+    from plasma_pipeline.train.streaming import StreamingEngine
+
+    cfg = TrainConfig(model="toy", data_dir=str(shards), batch_size=4, lr=3e-3, warmup=0, engine="streaming",
+                      device="cpu", checkpoint_stage_gb=1.0, speculative_adam="never")
+    ref = StreamingEngine(cfg.model_config(), cfg, torch.device("cpu"), torch.float32, seq_len=32)
+    e = StreamingEngine(cfg.model_config(), cfg, torch.device("cpu"), torch.float32, seq_len=32)
+    lr, ld = TokenLoader(shards, 4, 0), TokenLoader(shards, 4, 0)
+    for _ in range(2):
+        ref.train_step(lr.next_batch(), 1e-3)
+    ref.sync()
+    want_w, want_o = ref.state_dict(), ref.optimizer_state_dict()
+    e.train_step(ld.next_batch(), 1e-3)
+    e.train_step(ld.next_batch(), 1e-3)
+    snap = e.snapshot_units()
+    n = len(e.specs)
+    deadline = time.monotonic() + 30
+    while snap.ahead_units < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert snap.ahead_units == n
+    e.train_step(ld.next_batch(), 1e-3)
+    e.sync()
+    assert snap.stage_s == 0.0 and snap.gate_wait_s == 0.0 and snap.staged_units == n
+    out = tmp_path / "ckpt"
+    out.mkdir()
+    ck._write_units(snap, out)
+    got_w, got_o = load_file(out / "model.safetensors"), load_file(out / "optimizer.safetensors")
+    for k, v in want_w.items():
+        assert torch.equal(got_w[k], v), k
+    for k, v in want_o.items():
+        if k != "step":
+            assert torch.equal(got_o[k], v), k
+    assert int(got_o["step"]) == 2
+    assert not torch.equal(e.state_dict()["model.norm.weight"], want_w["model.norm.weight"])  # it moved on
+    e.close()
+    ref.close()
