@@ -37,7 +37,7 @@ PLAN = [
     ("1.2b", "1.2b", "resident", 64, 8, False, 150, {}),
     ("1.2b", "1.2b", "streaming", 64, 8, False, 150, {}),
     ("1.2b-ckpt", "1.2b", "streaming", 64, 8, False, 200, {"checkpoint": True}),
-    # the host AdamW's thread count: the default (all cores but four) against 16, all cores of the lent H200 box
+    # the host AdamW's thread count: the default (at most half the cores) against 16, all cores of the lent H200 box
     ("1.2b-threads", "1.2b", "streaming", 64, 8, False, 200, {}),
     ("1.2b-threads", "1.2b", "streaming", 64, 8, False, 200, {"cpu_adam_threads": 16}),
     # grad_clip 0: no step is clipped, as in a run past its first steps, so host AdamW steps overlap backward

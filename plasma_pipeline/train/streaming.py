@@ -92,9 +92,12 @@ class StreamingEngine:
             torch.set_num_threads(tcfg.cpu_adam_threads)
         elif self.cuda:  # leave cores to the main thread, autograd's device thread and the copier: OpenMP
             # threads that lose their core stall the whole AdamW region (seen: 5x slower with cpu_count - 2)
-            # Data-parallel ranks on one host (torchrun's LOCAL_WORLD_SIZE) share its cores.
+            # Data-parallel ranks on one host (torchrun's LOCAL_WORLD_SIZE) share its cores. AdamW is bound by
+            # host memory bandwidth, which fewer threads already fill: on the 16-core H200 box 8 threads beat 12
+            # (1.2b: host AdamW 0.28 s against 0.32, and the GPU's backward, which shares that bandwidth through
+            # the gradient and weight copies, 1.42 s against 1.50 s), so at most half the cores.
             cores = (os.cpu_count() or 2) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-            torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 4)))
+            torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 4, cores // 2)))
         total = sum(spec.numel for spec in self.specs)
         self.total_numel = total
         # Host: one pinned fp32 master slab (the H2D source), the two moments; nothing else model-sized. Several
