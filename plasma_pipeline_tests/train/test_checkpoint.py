@@ -17,6 +17,26 @@ def losses(out_dir):
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
+def write_and_compare(snap, out, engine, want_w, want_o, step):
+    """Write the snapshot's checkpoint files to out; they must hold want_w / want_o at `step`, while the engine
+    has moved on."""
+    import torch
+    from safetensors.torch import load_file
+
+    from plasma_pipeline.train import checkpoint as ck
+
+    out.mkdir()
+    ck._write_units(snap, out)
+    got_w, got_o = load_file(out / "model.safetensors"), load_file(out / "optimizer.safetensors")
+    for k, v in want_w.items():
+        assert torch.equal(got_w[k], v), k
+    for k, v in want_o.items():
+        if k != "step":
+            assert torch.equal(got_o[k], v), k
+    assert int(got_o["step"]) == step
+    assert not torch.equal(engine.state_dict()["model.norm.weight"], want_w["model.norm.weight"])
+
+
 def cfg(data, out, engine, **kw):
     base = dict(model="toy", data_dir=str(data), out_dir=str(out), steps=12, batch_size=4, lr=3e-3, warmup=2,
                 engine=engine, device="cpu", val_batches=1, keep_last=2)
@@ -133,7 +153,6 @@ def test_the_optimizer_copies_units_the_writer_has_not_reached_instead_of_waitin
 
     import torch
 
-    from plasma_pipeline.train import checkpoint as ck
     from plasma_pipeline.train.config import TrainConfig
     from plasma_pipeline.train.data import TokenLoader
     from plasma_pipeline.train.streaming import StreamingEngine
@@ -153,19 +172,7 @@ def test_the_optimizer_copies_units_the_writer_has_not_reached_instead_of_waitin
     e.train_step(ld.next_batch(), 1e-3)
     e.sync()  # the step's host AdamW has run on every unit, the writer not at all
     assert snap.staged_units == len(e.specs) and snap.gate_wait_s == 0.0
-    out = tmp_path / "ckpt"
-    out.mkdir()
-    ck._write_units(snap, out)
-    from safetensors.torch import load_file
-
-    got_w, got_o = load_file(out / "model.safetensors"), load_file(out / "optimizer.safetensors")
-    for k, v in want_w.items():
-        assert torch.equal(got_w[k], v), k
-    for k, v in want_o.items():
-        if k != "step":
-            assert torch.equal(got_o[k], v), k
-    assert int(got_o["step"]) == 1
-    assert not torch.equal(e.state_dict()["model.norm.weight"], want_w["model.norm.weight"])  # it moved on
+    write_and_compare(snap, tmp_path / "ckpt", e, want_w, want_o, step=1)
     e.close()
 
     e, ld, cfg = engine(1e-9)  # a budget smaller than any unit: the optimizer must wait for the writer
@@ -235,9 +242,7 @@ def test_a_copier_thread_copies_the_units_before_the_next_step_reaches_them(shar
     import time
 
     import torch
-    from safetensors.torch import load_file
 
-    from plasma_pipeline.train import checkpoint as ck
     from plasma_pipeline.train.config import TrainConfig
     from plasma_pipeline.train.data import TokenLoader
     from plasma_pipeline.train.streaming import StreamingEngine
@@ -262,16 +267,6 @@ def test_a_copier_thread_copies_the_units_before_the_next_step_reaches_them(shar
     e.train_step(ld.next_batch(), 1e-3)
     e.sync()
     assert snap.stage_s == 0.0 and snap.gate_wait_s == 0.0 and snap.staged_units == n
-    out = tmp_path / "ckpt"
-    out.mkdir()
-    ck._write_units(snap, out)
-    got_w, got_o = load_file(out / "model.safetensors"), load_file(out / "optimizer.safetensors")
-    for k, v in want_w.items():
-        assert torch.equal(got_w[k], v), k
-    for k, v in want_o.items():
-        if k != "step":
-            assert torch.equal(got_o[k], v), k
-    assert int(got_o["step"]) == 2
-    assert not torch.equal(e.state_dict()["model.norm.weight"], want_w["model.norm.weight"])  # it moved on
+    write_and_compare(snap, tmp_path / "ckpt", e, want_w, want_o, step=2)
     e.close()
     ref.close()
