@@ -13,6 +13,12 @@ are HF's already), so a gap is the implementation's, not the init's; --init hf k
 initializer_range) init, as the 2026-12-01 third-session run did.
 fp8: our resident engine for --steps steps in bf16, then with fp8: true, same shards, order and settings: the
 final loss (mean of the last 10% of steps) and tokens/s of each.
+precision: where a bf16 train-loss gap to transformers comes from. Ours and HF from the same init, each in fp32
+and in bf16, and ours with residual_fp32 (HF's autocast keeps the residual stream and RoPE in fp32, ours kept
+them in bf16); final train loss of each. --model / --model-overrides pick the shape (a small one on CPU).
+
+    python benchmarks/real_run_checks.py precision --recipe recipes/default.yaml --steps 1000 \
+        --model toy --model-overrides '{"dim": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 352}'
 """
 
 from __future__ import annotations
@@ -55,8 +61,10 @@ def base_model_run(recipe_path: str, run_dir: str = "") -> tuple[TrainConfig, li
 
 
 def _device_dtype(cfg: TrainConfig):
+    from plasma_pipeline.train.trainer import resolve_dtype
+
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
-    return device, (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    return device, resolve_dtype(cfg.dtype, device)  # auto: bf16 on cuda, fp32 on cpu
 
 
 class _HFLoss:
@@ -70,7 +78,7 @@ class _HFLoss:
         n_targets = max(1, batch.n_targets)
         total = 0.0
         for ids, tgt, mask in to_device(split_batch(batch, self.micro), self.device):
-            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.device.type == "cuda"):
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
                 logits = fwd(input_ids=ids).logits
             ce = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), reduction="none")
             loss = (ce.sum() if mask is None else (ce * mask.flatten()).sum()) / n_targets
@@ -196,24 +204,55 @@ def cmd_fp8(args) -> dict:
             "within_1pct": abs(rel) <= 0.01, "losses": {k: v["losses"] for k, v in runs.items()}}
 
 
+def cmd_precision(args) -> dict:
+    cfg, _, path = base_model_run(args.recipe, args.run_dir)
+    steps = args.steps or 1000
+    shape = {"model": args.model or cfg.model,
+             "model_overrides": {**cfg.model_overrides, **json.loads(args.model_overrides or "{}")}}
+    runs = {}
+    for name, impl, dtype, extra in (("ours fp32", "ours", "fp32", {}), ("hf fp32", "hf", "fp32", {}),
+                                     ("ours bf16", "ours", "bf16", {}), ("hf bf16", "hf", "bf16", {}),
+                                     ("ours bf16, residual_fp32", "ours", "bf16", {"residual_fp32": True})):
+        c = TrainConfig.from_dict({**cfg.to_dict(), **shape, "engine": "resident", "dtype": dtype, "steps": steps,
+                                   "gpus": 1, "fp8": False, **extra})
+        t0 = time.perf_counter()
+        if impl == "ours":
+            losses = train_ours(c, steps)["losses"]
+        else:
+            hf = train_hf(c, steps, set(range(1, steps + 1)), compile_model=False, init="ours")
+            losses = [hf["losses"][s] for s in range(1, steps + 1)]
+        final = statistics.mean(losses[-max(1, steps // 10):])
+        runs[name] = {"final_loss": round(final, 4), "wall_s": round(time.perf_counter() - t0, 1),
+                      "losses": [round(x, 4) for x in losses]}
+        print(f"{name:28s} final train loss {final:.4f}  ({runs[name]['wall_s']} s)", flush=True)
+    ref = runs["ours fp32"]["final_loss"]
+    print("\n| run | final train loss (mean of the last 10 % of steps) | vs ours fp32 |\n|---|---:|---:|")
+    for name, r in runs.items():
+        r["vs_ours_fp32"] = round(r["final_loss"] / ref - 1, 5)
+        print(f"| {name} | {r['final_loss']:.4f} | {100 * r['vs_ours_fp32']:+.2f} % |")
+    return {"kind": "precision_check", "data_of": path.name, "steps": steps, **shape, "runs": runs}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["hf", "fp8"])
+    ap.add_argument("what", choices=["hf", "fp8", "precision"])
     ap.add_argument("--recipe", default="recipes/gpu.yaml")
     ap.add_argument("--steps", type=int, default=0, help="hf: the run's own steps (0); fp8: default 200")
     ap.add_argument("--no-compile", action="store_true", help="hf: eager LlamaForCausalLM")
     ap.add_argument("--init", choices=["ours", "hf"], default="ours",
                     help="hf: start from the base_model's step-0 weights (ours) or HF's own init")
     ap.add_argument("--run-dir", default="", help="run.json + metrics.jsonl of a base_model trained elsewhere")
+    ap.add_argument("--model", default="", help="precision: model shape (default: the base_model's)")
+    ap.add_argument("--model-overrides", default="", help="precision: JSON of ModelConfig fields over it")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     if args.what == "fp8" and not args.steps:
         args.steps = 200
-    out = cmd_hf(args) if args.what == "hf" else cmd_fp8(args)
+    out = {"hf": cmd_hf, "fp8": cmd_fp8, "precision": cmd_precision}[args.what](args)
     text = json.dumps(out, indent=1)
     if args.out:
         Path(args.out).write_text(text)
-    short = {k: v for k, v in out.items() if k not in ("losses", "ours_loss", "hf_loss", "compared_steps")}
+    short = {k: v for k, v in out.items() if k not in ("losses", "ours_loss", "hf_loss", "compared_steps", "runs")}
     print(json.dumps(short, indent=1))
     return 0
 

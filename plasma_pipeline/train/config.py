@@ -220,6 +220,10 @@ class TrainConfig:
     fp8: bool = False
     """Resident engine: the blocks' seven matmuls in fp8 through torchao float8 training (dynamic tensorwise
     scaling; an optional dependency; GPUs of compute capability 8.9+, emulated on CPU). The LM head stays bf16."""
+    residual_fp32: bool = False
+    """Resident engine: keep the residual stream and the RoPE tables in fp32 and use the compute dtype only inside
+    the matmuls and attention (autocast), as transformers does; default: the whole stream in the compute dtype.
+    A CPU check (benchmarks/precision_check.py) found the bf16 stream 0.55 % worse in train loss than fp32."""
     gpus: int = 1
     """Data-parallel processes (one GPU each; CPU processes on a CPU device) that the training assets start through
     torchrun; 1 = one process. The global batch stays batch_size (a multiple of gpus), and a run resumes on any
@@ -234,7 +238,8 @@ class TrainConfig:
     cpu_adam_compile: bool = True
     """Streaming on cuda: one-pass host AdamW compiled by inductor (falls back to eager if it cannot)."""
     cpu_adam_threads: int = 0
-    """Streaming: torch intra-op threads for the host AdamW (0 = torch default)."""
+    """Streaming: torch intra-op threads for the host AdamW (0 = on cuda at most half the cores, leaving cores to
+    the main thread and the copies; on cpu torch's default)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -277,6 +282,9 @@ class TrainConfig:
         if self.fp8 and self.engine != "resident":
             raise ValueError(f"fp8: only the resident engine has fp8 matmuls; set engine: resident or fp8: false "
                              f"(engine is {self.engine!r})")
+        if self.residual_fp32 and self.engine != "resident":
+            raise ValueError(f"residual_fp32: only the resident engine keeps an fp32 residual stream; set engine: "
+                             f"resident or residual_fp32: false (engine is {self.engine!r})")
         if not _DEVICE_RE.fullmatch(self.device):
             raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
 

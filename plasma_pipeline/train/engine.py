@@ -85,6 +85,8 @@ def to_device(chunks, device: torch.device):
 
 
 def autocast_ctx(device: torch.device, dtype: torch.dtype):
-    if device.type == "cuda" and dtype != torch.float32:
-        return torch.autocast("cuda", dtype=dtype)
+    """bf16 matmuls over fp32 weights; on CPU too (`dtype: bf16` with `device: cpu` failed with a dtype mismatch
+    in the first matmul without it)."""
+    if dtype != torch.float32:
+        return torch.autocast(device.type, dtype=dtype)
     return torch.autocast(device.type, enabled=False)

@@ -30,6 +30,7 @@ class ResidentEngine:
     def __init__(self, mcfg: ModelConfig, tcfg: TrainConfig, device: torch.device, dtype: torch.dtype,
                  weights: dict[str, torch.Tensor] | None = None):
         self.cfg, self.tcfg, self.device, self.dtype = mcfg, tcfg, device, dtype
+        self.residual_dtype = torch.float32 if tcfg.residual_fp32 else dtype  # matmuls still autocast to dtype
         linear = None
         if tcfg.fp8:
             from plasma_pipeline.train.fp8 import check_fp8_device, float8_linear
@@ -66,14 +67,14 @@ class ResidentEngine:
         for i, (ids, tgt, mask) in enumerate(to_device(chunks, self.device)):
             if self.ddp is None:
                 with autocast_ctx(self.device, self.dtype):
-                    loss = self.model.loss(ids, tgt, mask, n_targets, self.dtype)
+                    loss = self.model.loss(ids, tgt, mask, n_targets, self.residual_dtype)
                 loss.backward()
             else:
                 # Each rank's loss is over the global target count, so the global gradient is the sum over
                 # ranks; DDP averages, hence the factor. Only the last micro-batch's backward all-reduces.
                 with self.ddp.no_sync() if i < len(chunks) - 1 else contextlib.nullcontext():
                     with autocast_ctx(self.device, self.dtype):
-                        loss = self.ddp(ids, tgt, mask, n_targets, self.dtype)
+                        loss = self.ddp(ids, tgt, mask, n_targets, self.residual_dtype)
                     (loss * world_size()).backward()
             total += loss.detach()
         if self.ddp is not None:
@@ -95,7 +96,7 @@ class ResidentEngine:
         total = 0.0
         for ids, tgt, mask in to_device(split_batch(batch, self.tcfg.micro_batch), self.device):
             with autocast_ctx(self.device, self.dtype):
-                total += float(self.model.loss(ids, tgt, mask, n_targets, self.dtype).item())
+                total += float(self.model.loss(ids, tgt, mask, n_targets, self.residual_dtype).item())
         return total
 
     def state_dict(self) -> dict[str, torch.Tensor]:

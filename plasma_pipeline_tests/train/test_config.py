@@ -32,6 +32,7 @@ from plasma_pipeline.train.config import MODEL_CONFIGS, TrainConfig, model_confi
         ({"model": "13b"}, r"^model: unknown model config '13b'"),
         ({"model_overrides": {"dimm": 3}}, r"^model_overrides: 'dimm' is not a ModelConfig field"),
         ({"recompute": "yes"}, r"^recompute: expected true or false"),
+        ({"residual_fp32": True, "engine": "streaming"}, r"^residual_fp32: only the resident engine"),
     ],
 )
 def test_bad_fields_are_named(kw, message):
