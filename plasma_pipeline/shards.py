@@ -533,8 +533,11 @@ class VersionWriter:
         return Version(self.asset, final, manifest)
 
     def _point_current(self, version: str) -> None:
-        atomic_write_text(self.base / "CURRENT", version + "\n")
+        # History first, as on object storage: a kill between the two leaves the version listed (and kept by
+        # retention as the newest) with CURRENT still on the last one; the other order left CURRENT naming a
+        # version that versions() did not list. Rerunning the step publishes the same id and moves CURRENT.
         append_history(self.base, {"event": "publish", "version": version})
+        atomic_write_text(self.base / "CURRENT", version + "\n")
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -193,6 +193,50 @@ KILLED_WRITER = textwrap.dedent(
 )
 
 
+KILLED_BETWEEN_HISTORY_AND_CURRENT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import pyarrow as pa
+    from plasma_pipeline import shards
+    done = set()
+    def dies_second(name, real):
+        def call(*a, **kw):
+            if name == "current" and "CURRENT" not in str(a[0]):
+                return real(*a, **kw)
+            if done:  # the other of the two steps already ran: the process dies between them
+                os.kill(os.getpid(), signal.SIGKILL)
+            done.add(name)
+            return real(*a, **kw)
+        return call
+    shards.append_history = dies_second("history", shards.append_history)
+    shards.atomic_write_text = dies_second("current", shards.atomic_write_text)
+    store = shards.ShardStore(root=sys.argv[1])
+    with store.writer("a") as w:
+        w.write(pa.table({"id": ["v2-0", "v2-1"], "text": ["two", "two"]}))
+        w.publish()
+    """
+)
+
+
+def test_a_kill_between_the_history_and_current_leaves_every_readable_version_listed(tmp_path):
+    """A publish writes two small files: the history event and CURRENT. Killed between them, the store must
+    still list every version a reader can be given (CURRENT's among them), stay readable, take the next writer,
+    and the rerun of the same step publishes the same id as CURRENT."""
+    store = ShardStore(root=tmp_path)
+    v1 = _publish(store, "a", "v1")
+    proc = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_HISTORY_AND_CURRENT, str(tmp_path)])
+    assert proc.returncode == -signal.SIGKILL
+    current = store.current("a")
+    current.verify()
+    listed = store.versions("a")
+    assert current.id in listed and v1.id in listed
+    assert len(listed) == 2  # the killed publish's version is whole, listed, and kept
+    with store.writer("a") as w:
+        w.write(pa.table({"id": ["v2-0", "v2-1"], "text": ["two", "two"]}))
+        v2 = w.publish()
+    assert store.current("a").id == v2.id and v2.id in listed
+
+
 def test_leftovers_of_a_killed_writer_are_swept_at_the_next_write_and_listed_by_gc(tmp_path):
     store = ShardStore(root=tmp_path)
     _publish(store, "a", "v1")
