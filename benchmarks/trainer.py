@@ -36,7 +36,7 @@ PLAN = [
     ("235m-fp8", "plasma-1.0-235m", "resident", 32, 0, True, 180, {"fp8": True}),
     ("1.2b", "1.2b", "resident", 64, 8, False, 150, {}),
     ("1.2b", "1.2b", "streaming", 64, 8, False, 150, {}),
-    ("1.2b-ckpt", "1.2b", "streaming", 64, 8, False, 200, {"checkpoint": True}),
+    ("1.2b-ckpt", "1.2b", "streaming", 64, 8, False, 240, {"checkpoint": 2}),
     # the host AdamW's thread count: the default (at most half the cores) against 16, all cores of the lent H200 box
     ("1.2b-threads", "1.2b", "streaming", 64, 8, False, 200, {}),
     ("1.2b-threads", "1.2b", "streaming", 64, 8, False, 200, {"cpu_adam_threads": 16}),
@@ -322,13 +322,19 @@ def worker_bench(spec: dict) -> dict:
     stats = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    ckpt = None
-    for i in range(spec["warmup"] + spec["steps"]):
+    # checkpoint: N background saves, the first after warm-up, each next one as soon as the last has finished
+    # (the first save of a process copies into fresh memory; later ones may not), then one step more.
+    n_saves, saves, save_steps = int(spec.get("extra", {}).get("checkpoint") or 0), [], []
+    i, planned = 0, spec["warmup"] + spec["steps"]
+    while i < planned or (n_saves and i < planned + 200 and (len(saves) < n_saves or not saves[-1].done()
+                                                            or save_steps[-1] >= i - 2)):
         batch = _random_batch(spec["batch"], seq, mcfg.vocab_size, gen)
-        if spec.get("extra", {}).get("checkpoint") and i == spec["warmup"] + 1:
-            ckpt = _start_checkpoint(engine, mcfg)
+        if len(saves) < n_saves and i >= spec["warmup"] + 1 and (not saves or saves[-1].done()):
+            saves.append(_start_checkpoint(engine, mcfg))
+            save_steps.append(i)
         stats.append(engine.train_step(batch, cfg.lr))
         print(f"  step {i}: {stats[-1].wall_s:.3f}s loss {stats[-1].loss:.4f}", file=sys.stderr, flush=True)
+        i += 1
     out = _summarise(spec, stats, mcfg.num_params(), spec["batch"] * seq, device, dtype, setup_s)
     if plan is not None:
         out["plan"] = plan.summary()
@@ -346,10 +352,21 @@ def worker_bench(spec: dict) -> dict:
         out["micro_used"] = plan.micro_batch
         out["compiled_host_adam"] = engine.compiled_adam
         out["adam_threads"] = __import__("torch").get_num_threads()
-    if ckpt is not None:
-        out["checkpoint"] = ckpt.result()
+    if saves:
+        out["checkpoints"] = [h.result() for h in saves]
+        out["checkpoint"] = out["checkpoints"][0]
         step_times = [s.wall_s for s in stats]
         out["step_s_all"] = [round(x, 3) for x in step_times]
+        # A save's cost lands on the step it starts before and the next one (that step's host AdamW copies or
+        # waits, and the next forward waits for it): the extra time of those two over the median of the steps
+        # that no save touched.
+        touched = {j + k for j in save_steps for k in (0, 1)}
+        calm = [t for j, t in enumerate(step_times) if j >= spec["warmup"] and j not in touched]
+        base = statistics.median(calm) if calm else out["step_s"]
+        out["save_steps"] = save_steps
+        out["save_extra_s"] = [round(sum(max(0.0, step_times[j + k] - base) for k in (0, 1)
+                                         if j + k < len(step_times)), 3) for j in save_steps]
+        out["save_extra_of_step"] = [round(x / base, 3) for x in out["save_extra_s"]]
     out["budget_gb"] = spec.get("extra", {}).get("gpu_memory_gb")
     engine.close()
     return out
@@ -366,6 +383,9 @@ def _start_checkpoint(engine, mcfg):
     handle = ckpt.save_checkpoint_async(root, engine.step, engine, {"step": engine.step}, mcfg.to_dict(), 1)
 
     class _R:
+        def done(self) -> bool:
+            return handle.done()
+
         def result(self):
             path = handle.result()
             size = sum(f.stat().st_size for f in path.iterdir())
@@ -586,7 +606,7 @@ def fmt_row(r: dict) -> str:
             f" (plan {r.get('plan_gpu_gb')}) host {r['host_peak_rss_gb']}G ({r['host_bytes_per_param']} B/param)"
             f" keep {r.get('n_keep')} kept/tok/layer {r.get('kept_bytes_per_token_layer')}"
             f" (plan {r.get('planned_kept_bytes_per_token_layer')})"
-            + (f" ckpt {r['checkpoint']}" if r.get("checkpoint") else ""))
+            + (f" ckpt {r['checkpoint']} save extra s {r.get('save_extra_s')}" if r.get("checkpoint") else ""))
 
 
 def write_markdown(results: list, path: Path) -> None:
