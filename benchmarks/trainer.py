@@ -37,6 +37,8 @@ PLAN = [
     ("1.2b", "1.2b", "resident", 64, 8, False, 150, {}),
     ("1.2b", "1.2b", "streaming", 64, 8, False, 150, {}),
     ("1.2b-ckpt", "1.2b", "streaming", 64, 8, False, 240, {"checkpoint": 2}),
+    # the copies' pages touched 3 steps ahead of each save (prepare_snapshot), as the trainer does before save_every
+    ("1.2b-ckpt", "1.2b", "streaming", 64, 8, False, 240, {"checkpoint": 2, "save_prepare_steps": 3}),
     # the host AdamW's thread count: the default (at most half the cores) against 16, all cores of the lent H200 box
     ("1.2b-threads", "1.2b", "streaming", 64, 8, False, 200, {}),
     ("1.2b-threads", "1.2b", "streaming", 64, 8, False, 200, {"cpu_adam_threads": 16}),
@@ -292,7 +294,7 @@ def worker_bench(spec: dict) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     seq = spec["seq"]
-    extra = {k: v for k, v in spec.get("extra", {}).items() if k != "checkpoint"}
+    extra = {k: v for k, v in spec.get("extra", {}).items() if k not in ("checkpoint", "save_prepare_steps")}
     overrides = {"max_seq_len": max(seq, 64), **extra.pop("model_overrides", {})}
     if device.type != "cuda":
         extra.pop("gpu_memory_gb", None)
@@ -324,14 +326,21 @@ def worker_bench(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
     # checkpoint: N background saves, the first after warm-up, each next one as soon as the last has finished
     # (the first save of a process copies into fresh memory; later ones may not), then one step more.
+    # save_prepare_steps: k: prepare_snapshot() k steps before each save (as the trainer does ahead of save_every).
     n_saves, saves, save_steps = int(spec.get("extra", {}).get("checkpoint") or 0), [], []
+    lead, prep_at = int(spec.get("extra", {}).get("save_prepare_steps") or 0), None
     i, planned = 0, spec["warmup"] + spec["steps"]
     while i < planned or (n_saves and i < planned + 200 and (len(saves) < n_saves or not saves[-1].done()
                                                             or save_steps[-1] >= i - 2)):
         batch = _random_batch(spec["batch"], seq, mcfg.vocab_size, gen)
         if len(saves) < n_saves and i >= spec["warmup"] + 1 and (not saves or saves[-1].done()):
-            saves.append(_start_checkpoint(engine, mcfg))
-            save_steps.append(i)
+            if lead and prep_at is None:
+                engine.prepare_snapshot()
+                prep_at = i
+            if not lead or i >= prep_at + lead:
+                saves.append(_start_checkpoint(engine, mcfg))
+                save_steps.append(i)
+                prep_at = None
         stats.append(engine.train_step(batch, cfg.lr))
         print(f"  step {i}: {stats[-1].wall_s:.3f}s loss {stats[-1].loss:.4f}", file=sys.stderr, flush=True)
         i += 1

@@ -340,6 +340,7 @@ def save_checkpoint_async(out_dir: str | Path, step: int, engine, state: dict, m
                 handle.stats["staged_gb"] = round(snap.staged_bytes / 2**30, 3)
                 handle.stats["adam_stage_s"] = round(snap.stage_s, 3)
                 handle.stats["ahead_units"] = snap.ahead_units
+                handle.stats["prepared_units"] = snap.prepared_units
                 handle.stats["ahead_s"] = round(snap.ahead_s, 3)
             handle._done.set()
 

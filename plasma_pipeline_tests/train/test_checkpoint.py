@@ -17,6 +17,20 @@ def losses(out_dir):
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
+def toy_streaming(shards):
+    """A toy streaming engine on CPU with a 1 GiB staging budget and no speculative steps, and its loader."""
+    import torch
+
+    from plasma_pipeline.train.config import TrainConfig
+    from plasma_pipeline.train.data import TokenLoader
+    from plasma_pipeline.train.streaming import StreamingEngine
+
+    cfg = TrainConfig(model="toy", data_dir=str(shards), batch_size=4, lr=3e-3, warmup=0, engine="streaming",
+                      device="cpu", checkpoint_stage_gb=1.0, speculative_adam="never")
+    return StreamingEngine(cfg.model_config(), cfg, torch.device("cpu"), torch.float32, seq_len=32), \
+        TokenLoader(shards, 4, 0)
+
+
 def write_and_compare(snap, out, engine, want_w, want_o, step):
     """Write the snapshot's checkpoint files to out; they must hold want_w / want_o at `step`, while the engine
     has moved on."""
@@ -198,14 +212,7 @@ def test_the_optimizer_copies_the_next_unit_while_the_writer_holds_one(shards):
 
     import torch
 
-    from plasma_pipeline.train.config import TrainConfig
-    from plasma_pipeline.train.data import TokenLoader
-    from plasma_pipeline.train.streaming import StreamingEngine
-
-    cfg = TrainConfig(model="toy", data_dir=str(shards), batch_size=4, lr=3e-3, warmup=0, engine="streaming",
-                      device="cpu", checkpoint_stage_gb=1.0, speculative_adam="never")
-    e = StreamingEngine(cfg.model_config(), cfg, torch.device("cpu"), torch.float32, seq_len=32)
-    ld = TokenLoader(shards, 4, 0)
+    e, ld = toy_streaming(shards)
     e.train_step(ld.next_batch(), 1e-3)
     e.sync()
     n = len(e.specs)
@@ -241,17 +248,9 @@ def test_a_copier_thread_copies_the_units_before_the_next_step_reaches_them(shar
     train_step returns, so the copier's wait for AdamW steps queued before the snapshot is the GPU's case.)"""
     import time
 
-    import torch
 
-    from plasma_pipeline.train.config import TrainConfig
-    from plasma_pipeline.train.data import TokenLoader
-    from plasma_pipeline.train.streaming import StreamingEngine
-
-    cfg = TrainConfig(model="toy", data_dir=str(shards), batch_size=4, lr=3e-3, warmup=0, engine="streaming",
-                      device="cpu", checkpoint_stage_gb=1.0, speculative_adam="never")
-    ref = StreamingEngine(cfg.model_config(), cfg, torch.device("cpu"), torch.float32, seq_len=32)
-    e = StreamingEngine(cfg.model_config(), cfg, torch.device("cpu"), torch.float32, seq_len=32)
-    lr, ld = TokenLoader(shards, 4, 0), TokenLoader(shards, 4, 0)
+    ref, lr = toy_streaming(shards)
+    e, ld = toy_streaming(shards)
     for _ in range(2):
         ref.train_step(lr.next_batch(), 1e-3)
     ref.sync()
@@ -270,3 +269,34 @@ def test_a_copier_thread_copies_the_units_before_the_next_step_reaches_them(shar
     write_and_compare(snap, tmp_path / "ckpt", e, want_w, want_o, step=2)
     e.close()
     ref.close()
+
+
+def test_copies_go_into_buffers_touched_ahead_of_the_snapshot(shards, tmp_path):
+    """prepare_snapshot() allocates and touches the copies on a thread before the save starts (a copy into fresh
+    memory runs at page-fault speed); the snapshot's copier then copies into exactly those buffers, and the
+    checkpoint still holds the state at the snapshot's step."""
+    import time
+
+
+    e, ld = toy_streaming(shards)
+    e.train_step(ld.next_batch(), 1e-3)
+    e.prepare_snapshot()
+    prepared = e._prepared
+    prepared._thread.join(timeout=30)
+    n = len(e.specs)
+    ptrs = {b.data_ptr() for ui in range(n) for b in prepared._ready[ui]}
+    assert prepared.bytes == e.snapshot_bytes() and len(ptrs) == 3 * n
+    e.train_step(ld.next_batch(), 1e-3)  # training goes on while the buffers wait
+    want_w = {k: v.clone() for k, v in e.state_dict().items()}
+    want_o = {k: v.clone() for k, v in e.optimizer_state_dict().items()}
+    snap = e.snapshot_units()
+    assert e._prepared is None
+    deadline = time.monotonic() + 30
+    while snap.ahead_units < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert snap.prepared_units == n
+    assert {t.data_ptr() for ui in range(n) for t in snap._staged[ui]} == ptrs
+    e.train_step(ld.next_batch(), 1e-3)
+    e.sync()
+    write_and_compare(snap, tmp_path / "ckpt", e, want_w, want_o, step=2)
+    e.close()
