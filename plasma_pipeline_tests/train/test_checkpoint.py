@@ -248,7 +248,6 @@ def test_a_copier_thread_copies_the_units_before_the_next_step_reaches_them(shar
     train_step returns, so the copier's wait for AdamW steps queued before the snapshot is the GPU's case.)"""
     import time
 
-
     ref, lr = toy_streaming(shards)
     e, ld = toy_streaming(shards)
     for _ in range(2):
@@ -276,7 +275,6 @@ def test_copies_go_into_buffers_touched_ahead_of_the_snapshot(shards, tmp_path):
     memory runs at page-fault speed); the snapshot's copier then copies into exactly those buffers, and the
     checkpoint still holds the state at the snapshot's step."""
     import time
-
 
     e, ld = toy_streaming(shards)
     e.train_step(ld.next_batch(), 1e-3)
