@@ -680,8 +680,8 @@ class StreamingEngine:
 
     def snapshot_bytes(self) -> int:
         """Host bytes a checkpoint copies at most: every unit's master and moments."""
-        return sum(sum(t.numel() * t.element_size() for t in trio)
-                   for trio in zip(self.master, self.exp_avg, self.exp_avg_sq))
+        return sum(t.numel() * t.element_size() for trio in zip(self.master, self.exp_avg, self.exp_avg_sq)
+                   for t in trio)
 
     @property
     def can_snapshot(self) -> bool:
@@ -727,7 +727,7 @@ class _StagingBuffers:
     snapshot once they are ready (None otherwise); stop() ends the thread after the unit it is on."""
 
     def __init__(self, engine: StreamingEngine, budget: int):
-        self._units = [(e_m, e_a, e_v) for e_m, e_a, e_v in zip(engine.master, engine.exp_avg, engine.exp_avg_sq)]
+        self._units = list(zip(engine.master, engine.exp_avg, engine.exp_avg_sq))
         self._ready: dict[int, tuple] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -747,6 +747,8 @@ class _StagingBuffers:
                     continue
             bufs = tuple(torch.empty_like(t).zero_() for t in trio)  # zero_() touches every page
             with self._lock:
+                if self._closed:  # a snapshot started meanwhile and no longer looks here
+                    return
                 self._ready[ui] = bufs
                 self.bytes += n
 
