@@ -223,7 +223,7 @@ class TrainConfig:
     residual_fp32: bool = False
     """Resident engine: keep the residual stream and the RoPE tables in fp32 and use the compute dtype only inside
     the matmuls and attention (autocast), as transformers does; default: the whole stream in the compute dtype.
-    A CPU check (benchmarks/precision_check.py) found the bf16 stream 0.55 % worse in train loss than fp32."""
+    Its effect on training is what `benchmarks/real_run_checks.py precision` measures."""
     gpus: int = 1
     """Data-parallel processes (one GPU each; CPU processes on a CPU device) that the training assets start through
     torchrun; 1 = one process. The global batch stays batch_size (a multiple of gpus), and a run resumes on any
