@@ -118,7 +118,7 @@ def train_hf(cfg: TrainConfig, steps: int, log_steps: set[int], compile_model: b
     fwd = torch.compile(model) if compile_model and device.type == "cuda" else model
     hf = _HFLoss(model, cfg.micro_batch, device, dtype)
     loader = TokenLoader(cfg.data_dir, cfg.batch_size, cfg.seed)
-    losses, times = {}, []
+    losses, norms, times = {}, {}, []
     for step in range(1, steps + 1):
         t0 = time.perf_counter()
         batch = loader.next_batch()
@@ -126,12 +126,13 @@ def train_hf(cfg: TrainConfig, steps: int, log_steps: set[int], compile_model: b
         for g in opt.param_groups:
             g["lr"] = lr
         loss = hf.batch_loss(batch, fwd, backward=True)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        # max_norm inf: no clipping, but the norm, for the per-step comparison with ours
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step in log_steps or step == steps:
             losses[step] = loss
+            norms[step] = float(norm)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -139,13 +140,15 @@ def train_hf(cfg: TrainConfig, steps: int, log_steps: set[int], compile_model: b
     val = evaluate(hf, val_batches(cfg.data_dir, cfg.batch_size, cfg.val_batches)) or {}
     tokens = batch.inputs.numel()
     timed = times[min(len(times) - 1, 20):]
-    return {"losses": losses, **val, "tokens_per_s": round(tokens / statistics.median(timed), 1),
+    return {"losses": losses, "grad_norms": norms, **val, "tokens_per_s": round(tokens / statistics.median(timed), 1),
             "wall_s": round(sum(times), 1), "n_params": sum(p.numel() for p in params)}
 
 
 def cmd_hf(args) -> dict:
     cfg, metrics, path = base_model_run(args.recipe, args.run_dir)
     ours = {int(r["step"]): float(r["loss"]) for r in metrics if "loss" in r and r.get("step") is not None}
+    ours_norm = {int(r["step"]): float(r["grad_norm"]) for r in metrics
+                 if r.get("grad_norm") is not None and r.get("step") is not None}
     steps = args.steps or cfg.steps
     ours = {k: v for k, v in ours.items() if k <= steps}
     hf = train_hf(cfg, steps, set(ours), compile_model=not args.no_compile, init=args.init)
@@ -159,6 +162,9 @@ def cmd_hf(args) -> dict:
            "batch_size": cfg.batch_size,
            "lr": cfg.lr, "compared_steps": common, "ours_loss": {s: ours[s] for s in common},
            "hf_loss": {s: hf["losses"][s] for s in common}, "ours_tail_loss": round(ours_tail, 4),
+           # where the two part: the pre-clip gradient norm of each at the same steps
+           "ours_grad_norm": {s: round(ours_norm[s], 4) for s in common if s in ours_norm},
+           "hf_grad_norm": {s: round(hf["grad_norms"][s], 4) for s in common if s in hf["grad_norms"]},
            "hf_tail_loss": round(hf_tail, 4), "tail_steps": tail,
            "ours_val": ours_val if steps == cfg.steps else None,
            "hf_val": {k: round(v, 4) for k, v in hf.items() if k.startswith("val_loss")},
@@ -252,7 +258,8 @@ def main() -> int:
     text = json.dumps(out, indent=1)
     if args.out:
         Path(args.out).write_text(text)
-    short = {k: v for k, v in out.items() if k not in ("losses", "ours_loss", "hf_loss", "compared_steps", "runs")}
+    short = {k: v for k, v in out.items() if k not in ("losses", "ours_loss", "hf_loss", "compared_steps", "runs",
+                                                        "ours_grad_norm", "hf_grad_norm")}
     print(json.dumps(short, indent=1))
     return 0
 
