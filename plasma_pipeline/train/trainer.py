@@ -200,10 +200,16 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
             dp.barrier()
         return path
 
+    def drain(wait: bool) -> None:
+        """Log a background save that has finished (its time, size of copies, waits), or wait for it first."""
+        while in_flight and (wait or in_flight[0].done()):
+            h = in_flight.pop(0)
+            path = h.result()
+            reporter.log({"event": "checkpoint", "step": h.step, "checkpoint": str(path), "background": True,
+                          **h.stats})
+
     def _save(step: int, background: bool) -> Path | None:
-        for h in in_flight:  # one save at a time; a foreground save follows any background one
-            h.result()
-        in_flight.clear()
+        drain(wait=True)  # one save at a time; a foreground save follows any background one
         st = {"step": step, "data": loader.state_dict(), "rng": ckpt.rng_state(), "config": cfg.to_dict()}
         if background and getattr(engine, "can_snapshot", False):
             in_flight.append(ckpt.save_checkpoint_async(out, step, engine, st, mcfg.to_dict(), cfg.keep_last))
@@ -223,6 +229,7 @@ def _run(cfg: TrainConfig, mcfg: ModelConfig, engine, state: dict | None, report
             lr = lr_at(engine.step + 1, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
             stats = engine.train_step(batch, lr)
             step, steps_this_run, last = engine.step, steps_this_run + 1, stats
+            drain(wait=False)
             if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.steps):
                 reporter.log(step_record(step, stats, lr, tokens_per_step, n_params, device, dtype))
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:

@@ -101,6 +101,19 @@ def test_checkpoint_contents_and_keep_last(tmp_path, shards, background):
     assert (out / "final/model.safetensors").is_file() and (out / "final/config.json").is_file()
 
 
+def test_background_saves_are_logged_once_written_with_their_copies_prepared_ahead(tmp_path, shards):
+    """Each background save appears in metrics.jsonl (and so in the run log) once written, with its time and
+    copies; the trainer touched those copies' memory before the save started (prepared_units)."""
+    out = tmp_path / "run"
+    train(cfg(shards, out, "streaming", save_every=4, checkpoint_background=True, checkpoint_stage_gb=1.0))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    saves = [r for r in rows if r.get("event") == "checkpoint"]
+    assert [r["step"] for r in saves] == [4, 8]
+    assert [r["checkpoint"].rsplit("/", 1)[-1] for r in saves] == ["step-000004", "step-000008"]
+    assert all(r["background"] and r["save_s"] >= 0 and r["prepared_units"] >= 1 for r in saves), saves
+    assert rows[-1]["event"] == "final"
+
+
 def test_partial_checkpoint_is_ignored(tmp_path, shards):
     out = tmp_path / "run"
     train(cfg(shards, out, "resident", halt_at_step=4))
