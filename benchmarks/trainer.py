@@ -330,8 +330,11 @@ def worker_bench(spec: dict) -> dict:
     n_saves, saves, save_steps = int(spec.get("extra", {}).get("checkpoint") or 0), [], []
     lead, prep_at = int(spec.get("extra", {}).get("save_prepare_steps") or 0), None
     i, planned = 0, spec["warmup"] + spec["steps"]
-    while i < planned or (n_saves and i < planned + 200 and (len(saves) < n_saves or not saves[-1].done()
-                                                            or save_steps[-1] >= i - 2)):
+
+    def saves_pending() -> bool:  # a save still to start or to finish, or its two steps not yet run
+        return bool(n_saves) and (len(saves) < n_saves or not saves[-1].done() or i <= save_steps[-1] + 2)
+
+    while i < planned or (i < planned + 200 and saves_pending()):
         batch = _random_batch(spec["batch"], seq, mcfg.vocab_size, gen)
         if len(saves) < n_saves and i >= spec["warmup"] + 1 and (not saves or saves[-1].done()):
             if lead and prep_at is None:

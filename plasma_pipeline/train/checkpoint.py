@@ -273,8 +273,8 @@ class _SafetensorsLayout:
 class AsyncSave:
     """A checkpoint being written on a thread; result() waits and returns its directory (or raises)."""
 
-    def __init__(self):
-        self.step = 0
+    def __init__(self, step: int):
+        self.step = step
         self._done = threading.Event()
         self._path: Path | None = None
         self._error: BaseException | None = None
@@ -299,8 +299,7 @@ def save_checkpoint_async(out_dir: str | Path, step: int, engine, state: dict, m
     budget) while the next step computes, and the next step's host AdamW copies a unit that neither has reached
     yet and goes on. Copies are freed as soon as they are written. Other engines are saved from
     state_dict() on the thread. Same layout, hashes and atomic rename as save_checkpoint."""
-    handle = AsyncSave()
-    handle.step = step
+    handle = AsyncSave(step)
     snap = engine.snapshot_units() if hasattr(engine, "snapshot_units") else None
     if snap is None:
         weights, optim = engine.state_dict(), engine.optimizer_state_dict()

@@ -678,10 +678,16 @@ class StreamingEngine:
         if self._prepared is None and self._snap is None and self.can_snapshot:
             self._prepared = _StagingBuffers(self, checkpoint_stage_bytes(self.tcfg.checkpoint_stage_gb))
 
+    def unit_state(self, ui: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unit ui's host state: its fp32 master and the two AdamW moments."""
+        return self.master[ui], self.exp_avg[ui], self.exp_avg_sq[ui]
+
+    def unit_state_bytes(self, ui: int) -> int:
+        return sum(t.numel() * t.element_size() for t in self.unit_state(ui))
+
     def snapshot_bytes(self) -> int:
         """Host bytes a checkpoint copies at most: every unit's master and moments."""
-        return sum(t.numel() * t.element_size() for trio in zip(self.master, self.exp_avg, self.exp_avg_sq)
-                   for t in trio)
+        return sum(self.unit_state_bytes(ui) for ui in range(len(self.specs)))
 
     @property
     def can_snapshot(self) -> bool:
@@ -727,7 +733,7 @@ class _StagingBuffers:
     snapshot once they are ready (None otherwise); stop() ends the thread after the unit it is on."""
 
     def __init__(self, engine: StreamingEngine, budget: int):
-        self._units = list(zip(engine.master, engine.exp_avg, engine.exp_avg_sq))
+        self._engine = engine
         self._ready: dict[int, tuple] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -737,15 +743,15 @@ class _StagingBuffers:
         self._thread.start()
 
     def _fill(self) -> None:
-        for ui in reversed(range(len(self._units))):
-            trio = self._units[ui]
-            n = sum(t.numel() * t.element_size() for t in trio)
+        e = self._engine
+        for ui in reversed(range(len(e.specs))):
+            n = e.unit_state_bytes(ui)
             with self._lock:
                 if self._closed:
                     return
                 if self.bytes + n > self._budget:
                     continue
-            bufs = tuple(torch.empty_like(t).zero_() for t in trio)  # zero_() touches every page
+            bufs = tuple(torch.empty_like(t).zero_() for t in e.unit_state(ui))  # zero_() touches every page
             with self._lock:
                 if self._closed:  # a snapshot started meanwhile and no longer looks here
                     return
@@ -816,10 +822,6 @@ class _Snapshot:
         spec = self.engine.specs[ui]
         return tuple(dict(zip(spec.keys, spec.views(t))) for t in tensors)
 
-    def _unit(self, ui: int) -> tuple:
-        e = self.engine
-        return e.master[ui], e.exp_avg[ui], e.exp_avg_sq[ui]
-
     def take(self, ui: int):
         for fut in self._before[ui]:
             fut.result()
@@ -828,7 +830,7 @@ class _Snapshot:
             if self._staged[ui] is not None:
                 return self._views(ui, self._staged[ui])
             self._writing[ui] = True
-        return self._views(ui, self._unit(ui))
+        return self._views(ui, self.engine.unit_state(ui))
 
     def release(self, ui: int) -> None:
         with self._cond:
@@ -849,7 +851,7 @@ class _Snapshot:
     abort = release_all
 
     def _nbytes(self, ui: int) -> int:
-        return sum(t.numel() * t.element_size() for t in self._unit(ui))
+        return self.engine.unit_state_bytes(ui)
 
     def _can_stage(self, ui: int) -> bool:
         """Under the lock: ui is neither written, being written, copied nor being copied, and its copy fits (in
@@ -869,9 +871,9 @@ class _Snapshot:
         t0 = time.perf_counter()
         bufs = self._prepared.take(ui) if self._prepared is not None else None
         if bufs is not None:
-            copies = tuple(b.copy_(t) for b, t in zip(bufs, self._unit(ui)))
+            copies = tuple(b.copy_(t) for b, t in zip(bufs, self.engine.unit_state(ui)))
         else:
-            copies = tuple(t.clone() for t in self._unit(ui))
+            copies = tuple(t.clone() for t in self.engine.unit_state(ui))
         with self._cond:
             if bufs is not None:
                 self.prepared_units += 1
